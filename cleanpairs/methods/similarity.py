@@ -1,0 +1,65 @@
+"""``similarity``: the baseline people use today.
+
+Score each pair by the similarity of its image and caption, and read a clean posterior off
+a two-component Gaussian mixture of those similarities. With an aligned encoder (open_clip)
+the similarity is the encoder's own cosine; with separate spaces (the offline encoder),
+projection heads are first trained with plain InfoNCE on the corpus as given, noise and all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cleanpairs.core.mixture import gmm_clean_posterior
+from cleanpairs.errors import ParameterError
+from cleanpairs.core.training import HeadConfig, pair_similarity, train_contrastive_heads
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.registry import register
+
+_DEFAULT_HEADS = HeadConfig()
+
+
+@register
+class SimilarityScorer(PairScorer):
+    """Pair similarity with a Gaussian-mixture split: no noise handling at all."""
+
+    name = "similarity"
+    summary = "baseline: pair cosine (trained heads when the encoder is not aligned) + 2-GMM split"
+    params = {
+        "train_heads": Param(
+            str, "auto", "train heads: 'auto' (only when the encoder is not aligned), 'always', 'never'",
+            choices=("auto", "always", "never"),
+        ),
+        "epochs": Param(int, _DEFAULT_HEADS.epochs, "training epochs of the heads", low=1),
+        "batch_size": Param(int, _DEFAULT_HEADS.batch_size, "pairs per training batch", low=2),
+        "lr": Param(float, _DEFAULT_HEADS.lr, "AdamW learning rate", low=0, low_open=True),
+        "dim": Param(int, _DEFAULT_HEADS.dim, "shared embedding size", low=2),
+        "hidden": Param(int, _DEFAULT_HEADS.hidden, "hidden width of each head", low=1),
+        "temperature": Param(float, _DEFAULT_HEADS.temperature, "InfoNCE temperature", low=0,
+                             low_open=True),
+    }
+
+    def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
+        train = params["train_heads"] == "always" or (
+            params["train_heads"] == "auto" and not pairs.aligned
+        )
+        if train:
+            config = HeadConfig(
+                dim=params["dim"], hidden=params["hidden"], epochs=params["epochs"],
+                batch_size=params["batch_size"], lr=params["lr"], temperature=params["temperature"],
+            )
+            heads = train_contrastive_heads(pairs, config, seed=self.seed, device=self.device)
+            similarity = pair_similarity(heads, pairs)
+        else:
+            if pairs.images.shape[1] != pairs.texts.shape[1]:
+                raise ParameterError(
+                    f"image ({pairs.images.shape[1]}-d) and text ({pairs.texts.shape[1]}-d) "
+                    "embeddings are not in one space; use train_heads=auto or always"
+                )
+            heads = None
+            similarity = np.einsum("ij,ij->i", pairs.pair_images(), pairs.texts).astype(np.float32)
+        p_clean = gmm_clean_posterior(similarity, seed=self.seed)
+        return PairScores.without_rematch(p_clean, p_clean, similarity, heads=heads)
+

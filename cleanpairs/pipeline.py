@@ -1,0 +1,216 @@
+"""The glue the CLI and notebooks call: score a corpus file, summarise a scores file."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import cleanpairs
+from cleanpairs.encoders import check_encoder_id, embed_corpus
+from cleanpairs.errors import InputError
+from cleanpairs.io.atomic import refuse_overwrite
+from cleanpairs.io.scores import iter_batches, open_scores, write_scores
+from cleanpairs.io.tables import TABLE_SUFFIXES, read_pairs
+from cleanpairs.methods import DEFAULT_METHOD, PairEmbeddings, PairScores, get_method
+from cleanpairs.metrics import detection_metrics
+from cleanpairs.schema import (
+    P_CLEAN,
+    REMATCH_KEY,
+    REMATCH_SCORE,
+    SIMILARITY,
+    SOFT_LABEL,
+    STATUS,
+    STATUS_OK,
+    RunMetadata,
+)
+
+
+def default_output(source: str | os.PathLike) -> Path:
+    """Where ``score`` writes when no output is given: ``data.parquet`` -> ``data.scores.parquet``."""
+    path = Path(source)
+    if path.is_dir():
+        return path.parent / f"{path.name}.scores.parquet"
+    if any(ch in str(source) for ch in "*?["):
+        raise InputError("a glob input needs an explicit output path (-o scores.parquet)")
+    stem = path.name
+    for suffix in TABLE_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return path.with_name(f"{stem}.scores.parquet")
+
+
+def fit_method(
+    pairs: PairEmbeddings,
+    method: str = DEFAULT_METHOD,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+) -> tuple[PairScores, dict[str, Any]]:
+    """Fit the named method on ``pairs``; return its scores and the parameters it used."""
+    cls = get_method(method)
+    scorer = cls(seed=seed, device=device, **(params or {}))
+    scorer.fit(pairs)
+    return scorer.score(), scorer.params_
+
+
+def _full_column(values: np.ndarray, rows: np.ndarray, n: int, dtype: pa.DataType) -> pa.Array:
+    full = np.full(n, np.nan, dtype=np.float32)
+    full[rows] = values
+    return pa.array(full, type=dtype, from_pandas=True)
+
+
+def score_columns(scores: PairScores, rows: np.ndarray, status: list[str], keys: pa.Array) -> dict[str, pa.Array]:
+    """The ``cp_*`` columns for every input row; rows not scored get nulls."""
+    n = len(status)
+    rematch_rows = np.full(n, -1, dtype=np.int64)
+    has = scores.rematch_index >= 0
+    rematch_rows[rows[has]] = rows[scores.rematch_index[has]]
+    mask = pa.array(rematch_rows < 0)
+    rematch_key = pc.if_else(mask, pa.nulls(n, keys.type), pc.take(keys, pa.array(np.maximum(rematch_rows, 0))))
+    return {
+        P_CLEAN: _full_column(scores.p_clean, rows, n, pa.float32()),
+        SOFT_LABEL: _full_column(scores.soft_label, rows, n, pa.float32()),
+        SIMILARITY: _full_column(scores.similarity, rows, n, pa.float32()),
+        REMATCH_KEY: rematch_key,
+        REMATCH_SCORE: _full_column(scores.rematch_score, rows, n, pa.float32()),
+        STATUS: pa.array(status, pa.string()),
+    }
+
+
+@dataclass
+class ScoreRun:
+    """What ``score_corpus`` did."""
+
+    output: Path
+    meta: RunMetadata
+    encoded: dict[str, int] = field(default_factory=dict)
+    status_counts: dict[str, int] = field(default_factory=dict)
+
+
+def score_corpus(
+    source: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    method: str = DEFAULT_METHOD,
+    encoder: str = "offline",
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    key_col: str | None = None,
+    image_col: str | None = None,
+    text_col: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> ScoreRun:
+    """Read a corpus, embed it, fit a method, and write every row with its ``cp_*`` columns.
+
+    Parameters
+    ----------
+    source
+        A parquet / csv / jsonl file, a folder of parquet shards, or a glob.
+    output
+        The scores file; by default ``<name>.scores.parquet`` beside the input.
+    method, params
+        A registered method and its hyperparameters (checked before any work starts).
+    encoder
+        ``offline``, ``openclip:ARCH/TAG``, ``openclip:ARCH:PATH`` or ``precomputed``.
+
+    Raises
+    ------
+    CleanpairsError
+        Bad input, an unknown method or encoder, or a bad parameter; nothing is written.
+    """
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    method_cls = get_method(method)
+    checked = method_cls.check_params(params or {})
+    check_encoder_id(encoder)
+    out = Path(output) if output is not None else default_output(source)
+    corpus = read_pairs(source, key_col=key_col, image_col=image_col, text_col=text_col)
+    refuse_overwrite(out, corpus.sources)
+    timings["read_s"] = time.perf_counter() - start
+
+    tick = time.perf_counter()
+    embedded = embed_corpus(corpus, encoder, cache_dir=cache_dir, device=device, progress=progress)
+    timings["embed_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    scores, used = fit_method(embedded.pairs, method, checked, seed=seed, device=device)
+    timings["fit_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    columns = score_columns(scores, embedded.rows, embedded.status, corpus.keys())
+    noise = float(np.mean(1.0 - scores.p_clean)) if len(scores.p_clean) else None
+    meta = RunMetadata(
+        version=cleanpairs.__version__,
+        method=method,
+        params=used,
+        encoder=encoder,
+        seed=seed,
+        input=[str(p.resolve()) for p in corpus.sources],
+        input_fingerprint=embedded.fingerprint,
+        roles=corpus.roles.to_dict(),
+        rows=len(corpus),
+        scored_rows=len(embedded.rows),
+        estimated_noise_rate=noise,
+        timings=timings,
+        extra={"image_base": str(corpus.sources[0].parent.resolve()), "encoded": embedded.encoded,
+               **scores.info},
+    )
+    write_scores(corpus.table, columns, meta, out)
+    timings["write_s"] = time.perf_counter() - tick
+    timings["total_s"] = time.perf_counter() - start
+    return ScoreRun(out, meta, embedded.encoded, dict(Counter(embedded.status)))
+
+
+@dataclass
+class ScoresSummary:
+    """What ``cleanpairs info`` shows about a scores file."""
+
+    meta: RunMetadata
+    rows: int
+    status_counts: dict[str, int]
+    histogram: list[int]
+    bin_edges: list[float]
+    detection: dict[str, float] | None = None
+
+
+def summarize_scores(path: str | os.PathLike, *, bins: int = 10, truth_col: str | None = None) -> ScoresSummary:
+    """Stream a scores file and count its rows, statuses and the histogram of ``cp_p_clean``.
+
+    With ``truth_col`` (a boolean column, true for clean pairs), detection metrics against
+    that truth are computed too.
+    """
+    handle, meta = open_scores(path)
+    if truth_col is not None and truth_col not in handle.schema_arrow.names:
+        raise InputError(
+            f"no column {truth_col!r} in {path}; columns present: {', '.join(handle.schema_arrow.names)}"
+        )
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    hist = np.zeros(bins, dtype=np.int64)
+    statuses: Counter[str] = Counter()
+    rows = 0
+    p_parts, truth_parts = [], []
+    columns = [P_CLEAN, STATUS] + ([truth_col] if truth_col else [])
+    for batch in iter_batches(handle, columns=columns):
+        rows += batch.num_rows
+        p = batch.column(P_CLEAN).to_numpy(zero_copy_only=False).astype(np.float64)
+        hist += np.histogram(p[~np.isnan(p)], bins=edges)[0]
+        statuses.update(batch.column(STATUS).to_pylist())
+        if truth_col:
+            p_parts.append(p)
+            truth_parts.append(np.asarray(batch.column(truth_col).to_numpy(zero_copy_only=False), bool))
+    detection = None
+    if truth_col:
+        detection = detection_metrics(np.concatenate(p_parts), np.concatenate(truth_parts))
+    return ScoresSummary(meta, rows, dict(statuses), hist.tolist(), edges.tolist(), detection)

@@ -1,0 +1,1 @@
+"""The ``cleanpairs`` command line (installed as ``cleanpairs.cli``)."""

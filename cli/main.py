@@ -1,0 +1,240 @@
+"""The ``cleanpairs`` command: parses options, calls the library, prints, sets exit codes."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+import cleanpairs
+from cleanpairs.errors import CleanpairsError, InputError
+
+app = typer.Typer(
+    name="cleanpairs",
+    help="Find and fix mismatched image-caption pairs in image-text corpora.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def reports_errors(fn: F) -> F:
+    """Turn a CleanpairsError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CleanpairsError as err:
+            _fail(str(err))
+        except KeyboardInterrupt:
+            typer.echo("interrupted; nothing was written", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    """``["epochs=5", "lr=1e-3"]`` -> ``{"epochs": "5", "lr": "1e-3"}``."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--param takes NAME=VALUE; got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cleanpairs {cleanpairs.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Find and fix mismatched image-caption pairs in image-text corpora."""
+
+
+def _percent(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+@app.command()
+@reports_errors
+def score(
+    source: Annotated[str, typer.Argument(help="Corpus: parquet/csv/jsonl file, folder of parquet shards, or glob.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Scores file [default: <name>.scores.parquet beside the input].")] = None,
+    method: Annotated[str | None, typer.Option(help="Scoring method (see `cleanpairs methods`) [default: the benchmark's best].")] = None,
+    encoder: Annotated[str, typer.Option(help="offline, openclip:ARCH/TAG, openclip:ARCH:PATH or precomputed.")] = "offline",
+    param: Annotated[list[str] | None, typer.Option("--param", help="Method hyperparameter NAME=VALUE (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: same input and seed give the same output.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    key_col: Annotated[str | None, typer.Option(help="Column of unique pair keys.")] = None,
+    image_col: Annotated[str | None, typer.Option(help="Column of image paths or bytes.")] = None,
+    text_col: Annotated[str | None, typer.Option(help="Column of captions.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache [default: ~/.cache/cleanpairs].")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars (only on a terminal).")] = True,
+) -> None:
+    """Score every pair's correspondence and write the corpus with cp_* columns."""
+    from cleanpairs.methods import DEFAULT_METHOD
+    from cleanpairs.pipeline import score_corpus
+
+    run = score_corpus(
+        source, output, method=method or DEFAULT_METHOD, encoder=encoder,
+        params=parse_params(param or []), seed=seed, device=device, key_col=key_col,
+        image_col=image_col, text_col=text_col, cache_dir=cache_dir, progress=progress,
+    )
+    meta = run.meta
+    problems = {k: v for k, v in run.status_counts.items() if k != "ok"}
+    typer.echo(f"scored {meta.scored_rows} of {meta.rows} rows with {meta.method} on {meta.encoder} "
+               f"-> {run.output}")
+    for reason, count in sorted(problems.items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  not scored: {count} x {reason}")
+    typer.echo(f"estimated noise rate {_percent(meta.estimated_noise_rate)}; encoded "
+               f"{run.encoded.get('images', 0)} images and {run.encoded.get('texts', 0)} captions "
+               f"(the rest from the cache); {meta.timings['total_s']:.1f} s")
+
+
+@app.command("filter")
+@reports_errors
+def filter_(
+    scores: Annotated[Path, typer.Argument(help="A scores file written by `cleanpairs score`.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where the kept rows go.")],
+    thresh: Annotated[float, typer.Option(help="Keep rows with cp_p_clean >= THRESH.")] = 0.5,
+    rejected: Annotated[Path | None, typer.Option(help="Also write the other rows here.")] = None,
+) -> None:
+    """Keep the rows whose clean posterior reaches the threshold."""
+    from cleanpairs.io.scores import filter_scores
+
+    counts = filter_scores(scores, output, thresh=thresh, rejected=rejected)
+    total = counts.kept + counts.rejected
+    typer.echo(f"kept {counts.kept} of {total} rows (cp_p_clean >= {thresh}) -> {output}")
+    if rejected is not None:
+        typer.echo(f"rejected {counts.rejected} rows -> {rejected}")
+
+
+@app.command()
+@reports_errors
+def export(
+    scores: Annotated[Path, typer.Argument(help="A scores file written by `cleanpairs score`.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder of shards.")],
+    format: Annotated[str, typer.Option("--format", help="parquet or webdataset.")] = "parquet",  # noqa: A002
+    thresh: Annotated[float, typer.Option(help="Export rows with cp_p_clean >= THRESH.")] = 0.5,
+    shard_rows: Annotated[int, typer.Option(help="Pairs per shard.")] = 10_000,
+) -> None:
+    """Write the kept pairs as parquet shards or webdataset tar shards."""
+    from cleanpairs.io.export import export_scores
+
+    counts = export_scores(scores, output, format=format, thresh=thresh, shard_rows=shard_rows)
+    typer.echo(f"exported {counts.rows} pairs in {counts.shards} {format} shards -> {output}")
+    if counts.failed:
+        typer.echo(f"  {counts.failed} kept rows had unreadable images and were left out", err=True)
+
+
+@app.command()
+@reports_errors
+def methods(
+    details: Annotated[str | None, typer.Option(help="Show one method's parameters.")] = None,
+) -> None:
+    """List the registered scoring methods."""
+    from cleanpairs.methods import DEFAULT_METHOD, available_methods, get_method
+
+    if details is None:
+        for name in available_methods():
+            mark = " (default)" if name == DEFAULT_METHOD else ""
+            typer.echo(f"{name:<12} {get_method(name).summary}{mark}")
+        return
+    cls = get_method(details)
+    typer.echo(f"{cls.name}: {cls.summary}")
+    for pname, spec in cls.params.items():
+        typer.echo(f"  {pname:<14} {spec.describe():<40} default {spec.default!r}  {spec.doc}")
+
+
+@app.command()
+@reports_errors
+def info(
+    scores: Annotated[Path, typer.Argument(help="A scores file written by `cleanpairs score`.")],
+    truth: Annotated[str | None, typer.Option(help="Boolean column, true for clean pairs: report detection metrics.")] = None,
+    bins: Annotated[int, typer.Option(min=1, max=100, help="Histogram bins.")] = 10,
+) -> None:
+    """Summarise a scores file: rows, method, encoder, noise rate, cp_p_clean histogram."""
+    from cleanpairs.pipeline import summarize_scores
+
+    summary = summarize_scores(scores, bins=bins, truth_col=truth)
+    meta = summary.meta
+    typer.echo(f"file       {scores}")
+    typer.echo(f"rows       {summary.rows} ({meta.scored_rows} scored)")
+    typer.echo(f"method     {meta.method}  {meta.params}")
+    typer.echo(f"encoder    {meta.encoder}")
+    typer.echo(f"seed       {meta.seed}   cleanpairs {meta.version}")
+    typer.echo(f"noise rate {_percent(meta.estimated_noise_rate)} (estimated)")
+    for status, count in sorted(summary.status_counts.items(), key=lambda kv: -kv[1]):
+        typer.echo(f"status     {count:>8}  {status}")
+    typer.echo("cp_p_clean")
+    peak = max(summary.histogram) or 1
+    for lo, hi, count in zip(summary.bin_edges[:-1], summary.bin_edges[1:], summary.histogram, strict=True):
+        bar = "#" * round(40 * count / peak)
+        typer.echo(f"  [{lo:.2f}, {hi:.2f}{']' if hi >= 1 else ')'} {count:>8}  {bar}")
+    if summary.detection is not None:
+        d = summary.detection
+        typer.echo(f"against {truth}: AUROC {d['auroc']:.3f}  AP {d['ap']:.3f}  "
+                   f"precision {d['precision']:.3f}  recall {d['recall']:.3f}  F1 {d['f1']:.3f} "
+                   f"(flagging cp_p_clean < 0.5)")
+        typer.echo(f"noise rate: true {_percent(d['true_noise_rate'])}, estimated "
+                   f"{_percent(d['estimated_noise_rate'])}, flagged {_percent(d['flagged_rate'])}")
+
+
+@app.command("demo-corpus")
+@reports_errors
+def demo_corpus(
+    output: Annotated[Path, typer.Argument(help="Folder to write pairs.parquet and images/ into.")],
+    images: Annotated[int, typer.Option(min=2, help="Pictures to draw.")] = 200,
+    captions: Annotated[int, typer.Option(min=1, help="Captions per picture.")] = 2,
+    noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of captions to shuffle.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Draw a synthetic corpus of shapes with captions, a known fraction of them shuffled.
+
+    The column is_clean holds the truth (use `cleanpairs info --truth is_clean`).
+    """
+    import pyarrow as pa
+
+    from cleanpairs.demo import make_demo_corpus
+    from cleanpairs.io.tables import write_image_corpus
+
+    demo = make_demo_corpus(images, captions, noise, seed)
+    n = len(demo.captions)
+    table = pa.table({
+        "key": [f"{iid}#{i % captions}" for i, iid in enumerate(demo.image_ids)],
+        "caption": demo.captions,
+        "image_id": demo.image_ids,
+        "is_clean": demo.is_clean,
+    })
+    path = write_image_corpus(output, demo.images, table)
+    typer.echo(f"wrote {n} pairs of {images} pictures, {_percent(1 - demo.is_clean.mean())} "
+               f"mismatched -> {path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="cleanpairs")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
