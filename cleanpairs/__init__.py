@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from cleanpairs.errors import CleanpairsError, InputError, ParameterError  # noqa: E402
+from cleanpairs.errors import CleanpairsError, InputError, ParameterError
 
 __all__ = ["CleanpairsError", "InputError", "ParameterError", "__version__"]

@@ -42,5 +42,5 @@ def detection_metrics(p_clean: np.ndarray, is_clean: np.ndarray, *, thresh: floa
         "estimated_noise_rate": float(np.mean(1 - p)) if len(p) else float("nan"),
         "flagged_rate": float(flagged.mean()) if len(p) else float("nan"),
         "true_noise_rate": float(noisy.mean()) if len(p) else float("nan"),
-        "n": int(len(p)),
+        "n": len(p),
     }

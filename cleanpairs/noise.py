@@ -52,7 +52,7 @@ def shuffle_captions(image_ids: np.ndarray, rate: float, *, seed: int = 0) -> In
     ids = np.asarray(image_ids)
     n = len(ids)
     rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(n, size=int(round(rate * n)), replace=False))
+    chosen = np.sort(rng.choice(n, size=round(rate * n), replace=False))
     source = np.arange(n)
     if len(chosen) > 1:
         perm = rng.permutation(chosen)

@@ -65,8 +65,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Find and fix mismatched image-caption pairs in image-text corpora."""
 
@@ -78,17 +79,31 @@ def _percent(x: float | None) -> str:
 @app.command()
 @reports_errors
 def score(
-    source: Annotated[str, typer.Argument(help="Corpus: parquet/csv/jsonl file, folder of parquet shards, or glob.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Scores file [default: <name>.scores.parquet beside the input].")] = None,
-    method: Annotated[str | None, typer.Option(help="Scoring method (see `cleanpairs methods`) [default: the benchmark's best].")] = None,
-    encoder: Annotated[str, typer.Option(help="offline, openclip:ARCH/TAG, openclip:ARCH:PATH or precomputed.")] = "offline",
-    param: Annotated[list[str] | None, typer.Option("--param", help="Method hyperparameter NAME=VALUE (repeatable).")] = None,
+    source: Annotated[
+        str, typer.Argument(help="Corpus: parquet/csv/jsonl file, folder of parquet shards, or glob.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Scores file [default: <name>.scores.parquet beside the input]."),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="Scoring method (see `cleanpairs methods`) [default: the benchmark's best]."),
+    ] = None,
+    encoder: Annotated[
+        str, typer.Option(help="offline, openclip:ARCH/TAG, openclip:ARCH:PATH or precomputed.")
+    ] = "offline",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Method hyperparameter NAME=VALUE (repeatable).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same input and seed give the same output.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     key_col: Annotated[str | None, typer.Option(help="Column of unique pair keys.")] = None,
     image_col: Annotated[str | None, typer.Option(help="Column of image paths or bytes.")] = None,
     text_col: Annotated[str | None, typer.Option(help="Column of captions.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache [default: ~/.cache/cleanpairs].")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Embedding cache [default: ~/.cache/cleanpairs].")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars (only on a terminal).")] = True,
 ) -> None:
     """Score every pair's correspondence and write the corpus with cp_* columns."""
@@ -96,19 +111,31 @@ def score(
     from cleanpairs.pipeline import score_corpus
 
     run = score_corpus(
-        source, output, method=method or DEFAULT_METHOD, encoder=encoder,
-        params=parse_params(param or []), seed=seed, device=device, key_col=key_col,
-        image_col=image_col, text_col=text_col, cache_dir=cache_dir, progress=progress,
+        source,
+        output,
+        method=method or DEFAULT_METHOD,
+        encoder=encoder,
+        params=parse_params(param or []),
+        seed=seed,
+        device=device,
+        key_col=key_col,
+        image_col=image_col,
+        text_col=text_col,
+        cache_dir=cache_dir,
+        progress=progress,
     )
     meta = run.meta
     problems = {k: v for k, v in run.status_counts.items() if k != "ok"}
-    typer.echo(f"scored {meta.scored_rows} of {meta.rows} rows with {meta.method} on {meta.encoder} "
-               f"-> {run.output}")
+    typer.echo(
+        f"scored {meta.scored_rows} of {meta.rows} rows with {meta.method} on {meta.encoder} -> {run.output}"
+    )
     for reason, count in sorted(problems.items(), key=lambda kv: -kv[1]):
         typer.echo(f"  not scored: {count} x {reason}")
-    typer.echo(f"estimated noise rate {_percent(meta.estimated_noise_rate)}; encoded "
-               f"{run.encoded.get('images', 0)} images and {run.encoded.get('texts', 0)} captions "
-               f"(the rest from the cache); {meta.timings['total_s']:.1f} s")
+    typer.echo(
+        f"estimated noise rate {_percent(meta.estimated_noise_rate)}; encoded "
+        f"{run.encoded.get('images', 0)} images and {run.encoded.get('texts', 0)} captions "
+        f"(the rest from the cache); {meta.timings['total_s']:.1f} s"
+    )
 
 
 @app.command("filter")
@@ -134,7 +161,7 @@ def filter_(
 def export(
     scores: Annotated[Path, typer.Argument(help="A scores file written by `cleanpairs score`.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder of shards.")],
-    format: Annotated[str, typer.Option("--format", help="parquet or webdataset.")] = "parquet",  # noqa: A002
+    format: Annotated[str, typer.Option("--format", help="parquet or webdataset.")] = "parquet",
     thresh: Annotated[float, typer.Option(help="Export rows with cp_p_clean >= THRESH.")] = 0.5,
     shard_rows: Annotated[int, typer.Option(help="Pairs per shard.")] = 10_000,
 ) -> None:
@@ -170,7 +197,9 @@ def methods(
 @reports_errors
 def info(
     scores: Annotated[Path, typer.Argument(help="A scores file written by `cleanpairs score`.")],
-    truth: Annotated[str | None, typer.Option(help="Boolean column, true for clean pairs: report detection metrics.")] = None,
+    truth: Annotated[
+        str | None, typer.Option(help="Boolean column, true for clean pairs: report detection metrics.")
+    ] = None,
     bins: Annotated[int, typer.Option(min=1, max=100, help="Histogram bins.")] = 10,
 ) -> None:
     """Summarise a scores file: rows, method, encoder, noise rate, cp_p_clean histogram."""
@@ -193,11 +222,15 @@ def info(
         typer.echo(f"  [{lo:.2f}, {hi:.2f}{']' if hi >= 1 else ')'} {count:>8}  {bar}")
     if summary.detection is not None:
         d = summary.detection
-        typer.echo(f"against {truth}: AUROC {d['auroc']:.3f}  AP {d['ap']:.3f}  "
-                   f"precision {d['precision']:.3f}  recall {d['recall']:.3f}  F1 {d['f1']:.3f} "
-                   f"(flagging cp_p_clean < 0.5)")
-        typer.echo(f"noise rate: true {_percent(d['true_noise_rate'])}, estimated "
-                   f"{_percent(d['estimated_noise_rate'])}, flagged {_percent(d['flagged_rate'])}")
+        typer.echo(
+            f"against {truth}: AUROC {d['auroc']:.3f}  AP {d['ap']:.3f}  "
+            f"precision {d['precision']:.3f}  recall {d['recall']:.3f}  F1 {d['f1']:.3f} "
+            f"(flagging cp_p_clean < 0.5)"
+        )
+        typer.echo(
+            f"noise rate: true {_percent(d['true_noise_rate'])}, estimated "
+            f"{_percent(d['estimated_noise_rate'])}, flagged {_percent(d['flagged_rate'])}"
+        )
 
 
 @app.command("demo-corpus")
@@ -220,15 +253,18 @@ def demo_corpus(
 
     demo = make_demo_corpus(images, captions, noise, seed)
     n = len(demo.captions)
-    table = pa.table({
-        "key": [f"{iid}#{i % captions}" for i, iid in enumerate(demo.image_ids)],
-        "caption": demo.captions,
-        "image_id": demo.image_ids,
-        "is_clean": demo.is_clean,
-    })
+    table = pa.table(
+        {
+            "key": [f"{iid}#{i % captions}" for i, iid in enumerate(demo.image_ids)],
+            "caption": demo.captions,
+            "image_id": demo.image_ids,
+            "is_clean": demo.is_clean,
+        }
+    )
     path = write_image_corpus(output, demo.images, table)
-    typer.echo(f"wrote {n} pairs of {images} pictures, {_percent(1 - demo.is_clean.mean())} "
-               f"mismatched -> {path}")
+    typer.echo(
+        f"wrote {n} pairs of {images} pictures, {_percent(1 - demo.is_clean.mean())} mismatched -> {path}"
+    )
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ class HeadConfig:
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return a torch generator for batch order."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 

@@ -54,8 +54,9 @@ class EmbeddingCache:
                         continue
                     part = len(self._parts)
                     self._parts.append(emb_file)
-                    for row, key in enumerate(np.load(keys_file).tolist()):
-                        self._index[key] = (part, row)
+                    keys = np.load(keys_file)
+                    for row in range(len(keys)):
+                        self._index[keys[row].tobytes()] = (part, row)
         return self._index
 
     def lookup(self, digests: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -83,7 +84,8 @@ class EmbeddingCache:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"part-{uuid.uuid4().hex}"
-        keys = np.array(digests, dtype=f"S{DIGEST_BYTES}")
+        # Raw bytes, not numpy's "S" strings, which drop a digest's trailing zero bytes.
+        keys = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES)
         with atomic_output(self.folder / f"{name}.emb.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(embeddings, dtype=np.float32))
         # The keys file makes a part visible, so it is written last.

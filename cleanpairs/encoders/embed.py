@@ -21,6 +21,7 @@ from cleanpairs.methods.base import PairEmbeddings
 from cleanpairs.schema import STATUS_OK
 
 IMAGE_BATCH = 32
+CACHE_PART_ROWS = 1024
 
 
 @dataclass
@@ -91,19 +92,28 @@ def encode_images_cached(
     missing = [d for d, f in zip(digests, found, strict=True) if not f]
     problems: dict[bytes, str] = {}
     new_rows: dict[bytes, np.ndarray] = {}
+    unsaved: list[bytes] = []
     if missing:
         bar = _bar(len(missing), "encoding images", progress)
-        for start, prepared in _prefetched(missing, lambda d: _preprocess_or_problem(encoder, load(d)),
-                                           batch_size):
-            good = [(d, x) for d, x in zip(missing[start : start + batch_size], prepared, strict=True)
-                    if not isinstance(x, ImageProblem)]
+        for start, prepared in _prefetched(
+            missing, lambda d: _preprocess_or_problem(encoder, load(d)), batch_size
+        ):
+            good = [
+                (d, x)
+                for d, x in zip(missing[start : start + batch_size], prepared, strict=True)
+                if not isinstance(x, ImageProblem)
+            ]
             for d, x in zip(missing[start : start + batch_size], prepared, strict=True):
                 if isinstance(x, ImageProblem):
                     problems[d] = str(x)
             if good:
                 emb = encoder.encode_pixels(np.stack([x for _, x in good]))
-                cache.store([d for d, _ in good], emb)
                 new_rows.update({d: e for (d, _), e in zip(good, emb, strict=True)})
+                unsaved += [d for d, _ in good]
+            # Saved in parts as it goes, so a killed run keeps what it had encoded.
+            if len(unsaved) >= CACHE_PART_ROWS or start + batch_size >= len(missing):
+                cache.store(unsaved, np.stack([new_rows[d] for d in unsaved]) if unsaved else None)
+                unsaved = []
             bar.update(len(prepared))
         bar.close()
     dim = cached.shape[1] if cached is not None else next(iter(new_rows.values())).shape[0] if new_rows else 0
@@ -133,11 +143,17 @@ def encode_texts_cached(
     if missing:
         bar = _bar(len(missing), "encoding captions", progress)
         parts = []
+        pending: list[np.ndarray] = []
+        saved = 0
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
-            emb = encoder.encode_texts([texts[i] for i in chunk])
-            cache.store([digests[i] for i in chunk], emb)
-            parts.append(emb)
+            pending.append(encoder.encode_texts([texts[i] for i in chunk]))
+            done = start + len(chunk)
+            if done - saved >= CACHE_PART_ROWS or done == len(missing):
+                block = np.concatenate(pending)
+                cache.store([digests[i] for i in missing[saved:done]], block)
+                parts.append(block)
+                pending, saved = [], done
             bar.update(len(chunk))
         bar.close()
         new = np.concatenate(parts)
@@ -172,7 +188,9 @@ def _read_images(refs: list[str | bytes | None]) -> tuple[list[bytes | None], li
     return digests, problems, source_of
 
 
-def _fingerprint(keys: pa.Array, image_parts: Sequence[bytes | None], caption_parts: Sequence[bytes | None]) -> str:
+def _fingerprint(
+    keys: pa.Array, image_parts: Sequence[bytes | None], caption_parts: Sequence[bytes | None]
+) -> str:
     digest = hashlib.sha1(usedforsecurity=False)
     for key, image, caption in zip(keys.to_pylist(), image_parts, caption_parts, strict=True):
         digest.update(str(key).encode())
@@ -205,10 +223,14 @@ def _embed_precomputed(corpus: Corpus) -> EmbeddedCorpus:
         )
     images, has_image = _embedding_matrix(corpus.table.column(roles.image_emb), roles.image_emb)
     texts, has_text = _embedding_matrix(corpus.table.column(roles.text_emb), roles.text_emb)
-    status = [STATUS_OK if i and t else "no image embedding" if not i else "no text embedding"
-              for i, t in zip(has_image.tolist(), has_text.tolist(), strict=True)]
+    status = [
+        STATUS_OK if i and t else "no image embedding" if not i else "no text embedding"
+        for i, t in zip(has_image.tolist(), has_text.tolist(), strict=True)
+    ]
     rows = np.flatnonzero(has_image & has_text)
-    image_digests = [content_digest(images[r].tobytes()) if has_image[r] else None for r in range(len(corpus))]
+    image_digests = [
+        content_digest(images[r].tobytes()) if has_image[r] else None for r in range(len(corpus))
+    ]
     text_digests = [content_digest(texts[r].tobytes()) if has_text[r] else None for r in range(len(corpus))]
     first_row: dict[bytes, int] = {}
     for r in rows:
@@ -217,12 +239,19 @@ def _embed_precomputed(corpus: Corpus) -> EmbeddedCorpus:
     image_index = np.array([position[image_digests[r]] for r in rows], np.int64)
     image_matrix = images[list(first_row.values())]
     pairs = PairEmbeddings(
-        images=image_matrix, texts=texts[rows], image_index=image_index,
+        images=image_matrix,
+        texts=texts[rows],
+        image_index=image_index,
         keys=np.asarray(corpus.keys().to_numpy(zero_copy_only=False))[rows],
         aligned=images.shape[1] == texts.shape[1],
     )
-    return EmbeddedCorpus(pairs, rows, status, _fingerprint(corpus.keys(), image_digests, text_digests),
-                          {"images": 0, "texts": 0})
+    return EmbeddedCorpus(
+        pairs,
+        rows,
+        status,
+        _fingerprint(corpus.keys(), image_digests, text_digests),
+        {"images": 0, "texts": 0},
+    )
 
 
 def embed_corpus(
@@ -251,7 +280,9 @@ def embed_corpus(
     ]
     wanted = list(dict.fromkeys(d for d, s in zip(image_digests, status, strict=True) if s == STATUS_OK))
     image_matrix, decode_problems, n_images = encode_images_cached(
-        model, EmbeddingCache(root, model.cache_id, "images"), wanted,
+        model,
+        EmbeddingCache(root, model.cache_id, "images"),
+        wanted,
         lambda d: source_of[d] if isinstance(source_of[d], bytes) else read_image_bytes(source_of[d]),
         progress=progress,
     )
@@ -276,6 +307,9 @@ def embed_corpus(
     )
     caption_digests = [content_digest(c) if ok else None for c, ok in zip(captions, caption_ok, strict=True)]
     return EmbeddedCorpus(
-        pairs, rows, status, _fingerprint(corpus.keys(), image_digests, caption_digests),
+        pairs,
+        rows,
+        status,
+        _fingerprint(corpus.keys(), image_digests, caption_digests),
         {"images": n_images, "texts": n_texts},
     )

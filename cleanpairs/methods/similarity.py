@@ -8,13 +8,13 @@ projection heads are first trained with plain InfoNCE on the corpus as given, no
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from cleanpairs.core.mixture import gmm_clean_posterior
-from cleanpairs.errors import ParameterError
 from cleanpairs.core.training import HeadConfig, pair_similarity, train_contrastive_heads
+from cleanpairs.errors import ParameterError
 from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
 from cleanpairs.methods.registry import register
 
@@ -27,7 +27,7 @@ class SimilarityScorer(PairScorer):
 
     name = "similarity"
     summary = "baseline: pair cosine (trained heads when the encoder is not aligned) + 2-GMM split"
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "train_heads": Param(
             str, "auto", "train heads: 'auto' (only when the encoder is not aligned), 'always', 'never'",
             choices=("auto", "always", "never"),

@@ -1,0 +1,142 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from cleanpairs.cli.main import app
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def scores(small_flickr, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "scores.parquet"
+    result = invoke(
+        "score",
+        small_flickr,
+        "-o",
+        out,
+        "--cache-dir",
+        cache_dir,
+        "--device",
+        "cpu",
+        "--param",
+        "epochs=3",
+        "--param",
+        "batch_size=32",
+    )
+    assert result.exit_code == 0, result.output
+    assert "scored 60 of 60 rows with similarity on offline" in result.stdout
+    return out
+
+
+def test_methods_lists_the_registry():
+    result = invoke("methods")
+    assert result.exit_code == 0 and result.stdout.startswith("similarity")
+    details = invoke("methods", "--details", "similarity")
+    assert "epochs" in details.stdout and "an int in the range [1, inf)" in details.stdout
+
+
+def test_info_summarises_a_scores_file(scores):
+    result = invoke("info", scores)
+    assert result.exit_code == 0
+    assert "rows       60 (60 scored)" in result.stdout and "encoder    offline" in result.stdout
+    assert result.stdout.count("[0.") == 10
+
+
+def test_filter_and_export(scores, tmp_path):
+    result = invoke(
+        "filter",
+        scores,
+        "--thresh",
+        "0.5",
+        "-o",
+        tmp_path / "kept.parquet",
+        "--rejected",
+        tmp_path / "rej.parquet",
+    )
+    assert result.exit_code == 0, result.output
+    kept, rej = pq.read_table(tmp_path / "kept.parquet"), pq.read_table(tmp_path / "rej.parquet")
+    assert kept.num_rows + rej.num_rows == 60
+    assert f"kept {kept.num_rows} of 60 rows" in result.stdout
+    result = invoke("export", scores, "--format", "webdataset", "-o", tmp_path / "wds", "--thresh", "0.5")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "wds" / "00000.tar").exists()
+    assert f"exported {kept.num_rows} pairs" in result.stdout
+
+
+def assert_refused(result, message):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, small_flickr, scores):
+    assert_refused(invoke("score", tmp_path / "none.parquet"), "no such file or folder")
+    pq.write_table(pa.table({"picture": ["a"], "caption": ["b"]}), tmp_path / "cols.parquet")
+    assert_refused(invoke("score", tmp_path / "cols.parquet"), "columns present: picture, caption")
+    pq.write_table(pa.table({"image": ["a", "b"], "caption": [1, 2]}), tmp_path / "type.parquet")
+    assert_refused(invoke("score", tmp_path / "type.parquet"), "must be string, but it holds int64")
+    pq.write_table(
+        pa.table({"image": pa.array([], pa.string()), "caption": pa.array([], pa.string())}),
+        tmp_path / "empty.parquet",
+    )
+    assert_refused(invoke("score", tmp_path / "empty.parquet"), "zero rows")
+    pq.write_table(
+        pa.table({"key": [1, 1], "image": ["a", "b"], "caption": ["x", "y"]}), tmp_path / "dup.parquet"
+    )
+    assert_refused(invoke("score", tmp_path / "dup.parquet"), "repeats 1 keys")
+    assert_refused(invoke("score", small_flickr, "-o", small_flickr), "would overwrite the input")
+    assert_refused(invoke("score", small_flickr, "--method", "magic"), "unknown method 'magic'")
+    assert_refused(invoke("score", small_flickr, "--param", "epochs"), "--param takes NAME=VALUE")
+    assert_refused(invoke("score", small_flickr, "--encoder", "clip"), "unknown encoder 'clip'")
+    assert_refused(invoke("filter", small_flickr, "-o", tmp_path / "k.parquet"), "not a scores file")
+    assert_refused(invoke("filter", scores, "--thresh", "2", "-o", tmp_path / "k.parquet"), "--thresh")
+    assert_refused(invoke("export", scores, "--format", "zip", "-o", tmp_path / "x"), "--format")
+    assert_refused(invoke("info", scores, "--truth", "nope"), "no column 'nope'")
+    written = {p.name for p in tmp_path.iterdir()}
+    assert written == {"cols.parquet", "type.parquet", "empty.parquet", "dup.parquet"}
+
+
+def test_demo_corpus_then_short_form_score_as_a_real_process(tmp_path, cache_dir):
+    exe = Path(sys.executable).with_name("cleanpairs")
+    env = {**os.environ, "CLEANPAIRS_CACHE": str(cache_dir)}
+    made = subprocess.run(
+        [exe, "demo-corpus", tmp_path / "demo", "--images", "30", "--captions", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "wrote 60 pairs of 30 pictures" in made.stdout
+    corpus = tmp_path / "demo" / "pairs.parquet"
+    images = pq.read_table(corpus).column("image").to_pylist()
+    assert all(not os.path.isabs(p) for p in images)
+    done = subprocess.run(
+        [exe, "score", corpus, "--param", "epochs=2"], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "demo" / "pairs.scores.parquet").exists()
+    info = subprocess.run(
+        [exe, "info", tmp_path / "demo" / "pairs.scores.parquet", "--truth", "is_clean"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert info.returncode == 0 and "against is_clean: AUROC" in info.stdout
+    bad = subprocess.run(
+        [exe, "score", tmp_path / "nothing.csv"], capture_output=True, text=True, check=False
+    )
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == f"error: no such file or folder: {tmp_path / 'nothing.csv'}"
+    )

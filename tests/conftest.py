@@ -1,0 +1,63 @@
+"""Shared fixtures: small slices of real Flickr8k photos and tiny corpora the tests draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cleanpairs.encoders.offline import OfflineEncoder
+from cleanpairs.noise import shuffle_captions
+
+FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
+
+
+def flickr_slice(n_images: int, *, split: str = "train", offset: int = 0) -> pa.Table:
+    """The pairs of ``n_images`` photos of a Flickr8k split, image paths made absolute."""
+    if not (FLICKR / f"{split}.parquet").exists():
+        pytest.fail(f"Flickr8k is expected at {FLICKR} (the shared data beside the repository)")
+    table = pq.read_table(FLICKR / f"{split}.parquet")
+    ids = list(dict.fromkeys(table.column("image_id").to_pylist()))[offset : offset + n_images]
+    keep = np.isin(np.array(table.column("image_id").to_pylist()), ids)
+    table = table.filter(pa.array(keep))
+    paths = [str(FLICKR / p) for p in table.column("image").to_pylist()]
+    return table.set_column(table.schema.get_field_index("image"), "image", pa.array(paths))
+
+
+def with_shuffled_captions(table: pa.Table, rate: float, seed: int = 0) -> pa.Table:
+    """``table`` with a ``rate`` fraction of captions shuffled and the truth in ``is_clean``."""
+    noise = shuffle_captions(np.array(table.column("image_id").to_pylist()), rate, seed=seed)
+    captions = np.array(table.column("caption").to_pylist(), dtype=object)[noise.caption_source]
+    table = table.set_column(table.schema.get_field_index("caption"), "caption", pa.array(captions.tolist()))
+    return table.append_column("is_clean", pa.array(noise.is_clean))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache for the session, so each photo is encoded once."""
+    return tmp_path_factory.mktemp("embedding-cache")
+
+
+@pytest.fixture(scope="session")
+def offline_encoder() -> OfflineEncoder:
+    return OfflineEncoder(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def noisy_flickr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 real photos x 5 captions, 30% of captions shuffled, as a parquet file."""
+    table = with_shuffled_captions(flickr_slice(60), 0.3, seed=0)
+    path = tmp_path_factory.mktemp("flickr") / "noisy.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_flickr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 real photos x 5 captions (clean), as a parquet file with absolute image paths."""
+    path = tmp_path_factory.mktemp("flickr-small") / "pairs.parquet"
+    pq.write_table(flickr_slice(12, offset=100), path)
+    return path

@@ -1,0 +1,79 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cleanpairs.errors import InputError
+from cleanpairs.io import scores as scores_io
+from cleanpairs.io.scores import filter_scores, open_scores, write_scores
+from cleanpairs.schema import P_CLEAN, RunMetadata, output_fields
+
+
+def make_scores_file(path, n=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    p = rng.random(n).astype(np.float32)
+    p[::97] = np.nan
+    table = pa.table({"key": [f"k{i}" for i in range(n)], "caption": ["c"] * n})
+    columns = {f.name: pa.nulls(n, f.type) for f in output_fields(pa.string())}
+    columns[P_CLEAN] = pa.array(p, from_pandas=True)
+    columns["cp_status"] = pa.array(["ok"] * n)
+    meta = RunMetadata(
+        version="0",
+        method="similarity",
+        params={},
+        encoder="offline",
+        seed=0,
+        input=["in.parquet"],
+        input_fingerprint="f",
+        roles={"key": "key"},
+        rows=n,
+        scored_rows=n,
+        estimated_noise_rate=0.5,
+    )
+    write_scores(table, columns, meta, path)
+    return p
+
+
+def test_filter_splits_rows_by_threshold_and_keeps_metadata(tmp_path):
+    p = make_scores_file(tmp_path / "s.parquet")
+    counts = filter_scores(
+        tmp_path / "s.parquet", tmp_path / "kept.parquet", thresh=0.3, rejected=tmp_path / "rej.parquet"
+    )
+    kept = pq.read_table(tmp_path / "kept.parquet")
+    rejected = pq.read_table(tmp_path / "rej.parquet")
+    expected = int(np.sum(p >= 0.3))
+    assert counts.kept == kept.num_rows == expected
+    assert counts.rejected == rejected.num_rows == len(p) - expected
+    assert min(kept.column(P_CLEAN).to_pylist()) >= 0.3
+    assert rejected.column(P_CLEAN).null_count == int(np.isnan(p).sum())
+    meta = open_scores(tmp_path / "kept.parquet")[1]
+    assert meta.method == "similarity" and meta.extra["filter"] == {"thresh": 0.3, "side": "kept"}
+
+
+def test_filter_refuses_its_input_as_output(tmp_path):
+    make_scores_file(tmp_path / "s.parquet")
+    with pytest.raises(InputError, match="would overwrite the input"):
+        filter_scores(tmp_path / "s.parquet", tmp_path / "s.parquet", thresh=0.5)
+
+
+def test_filter_refuses_a_file_that_is_not_a_scores_file(tmp_path):
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "plain.parquet")
+    with pytest.raises(InputError, match="not a scores file"):
+        filter_scores(tmp_path / "plain.parquet", tmp_path / "o.parquet", thresh=0.5)
+
+
+def test_a_filter_killed_half_way_leaves_no_file(tmp_path, monkeypatch):
+    make_scores_file(tmp_path / "s.parquet", n=200_000)
+
+    def dying(handle, columns=None):
+        for i, batch in enumerate(handle.iter_batches(batch_size=50_000)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(scores_io, "iter_batches", dying)
+    with pytest.raises(KeyboardInterrupt):
+        filter_scores(
+            tmp_path / "s.parquet", tmp_path / "kept.parquet", thresh=0.5, rejected=tmp_path / "rej.parquet"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]

@@ -1,0 +1,93 @@
+"""The contract every registered method must pass (cf. scikit-learn's estimator checks)."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from cleanpairs.errors import NotFittedError, ParameterError
+from cleanpairs.methods import PairEmbeddings, available_methods, get_method
+
+FAST = {"similarity": {"epochs": 40, "batch_size": 64}}
+
+
+def synthetic_pairs(n_images=60, per_image=3, noise=0.3, seed=0, order=None):
+    """Separate image and text spaces linked by a fixed linear map; noisy pairs get random text."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n_images, 32)).astype(np.float32)
+    link = rng.normal(size=(32, 24)).astype(np.float32)
+    image_index = np.repeat(np.arange(n_images), per_image)
+    texts = images[image_index] @ link + 0.3 * rng.normal(size=(len(image_index), 24))
+    noisy = rng.random(len(image_index)) < noise
+    texts[noisy] = rng.normal(size=(noisy.sum(), 24)) * texts.std()
+    if order is not None:
+        image_index, texts, noisy = image_index[order], texts[order], noisy[order]
+    keys = np.array([f"k{i}" for i in range(len(image_index))])
+    return PairEmbeddings(images, texts, image_index, keys), ~noisy
+
+
+@pytest.fixture(params=available_methods())
+def method(request):
+    return request.param
+
+
+def fitted(method, pairs, seed=0):
+    return get_method(method)(seed=seed, device="cpu", **FAST.get(method, {})).fit(pairs).score()
+
+
+def test_output_shapes_types_and_ranges(method):
+    pairs, _ = synthetic_pairs()
+    scores = fitted(method, pairs)
+    n = len(pairs)
+    for name in ("p_clean", "soft_label", "similarity", "rematch_score"):
+        values = getattr(scores, name)
+        assert values.shape == (n,) and values.dtype == np.float32, name
+    for name in ("p_clean", "soft_label"):
+        values = getattr(scores, name)
+        assert np.all((values >= 0) & (values <= 1)), name
+    assert np.all(np.isfinite(scores.similarity))
+    assert scores.rematch_index.shape == (n,)
+    assert np.all((scores.rematch_index >= -1) & (scores.rematch_index < n))
+    assert np.all(np.isnan(scores.rematch_score[scores.rematch_index < 0]))
+
+
+def test_scores_follow_the_input_order(method):
+    pairs, clean = synthetic_pairs()
+    order = np.random.default_rng(5).permutation(len(pairs))
+    shuffled, shuffled_clean = synthetic_pairs(order=order)
+    assert roc_auc_score(clean, fitted(method, pairs).p_clean) > 0.9
+    assert roc_auc_score(shuffled_clean, fitted(method, shuffled).p_clean) > 0.9
+
+
+def test_same_seed_same_output(method):
+    pairs, _ = synthetic_pairs()
+    a, b = fitted(method, pairs, seed=3), fitted(method, pairs, seed=3)
+    for name in ("p_clean", "soft_label", "similarity", "rematch_index"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_score_before_fit_and_bad_parameters(method):
+    cls = get_method(method)
+    with pytest.raises(NotFittedError):
+        cls().score()
+    with pytest.raises(ParameterError, match=f"{method} has no parameter 'no_such_param'"):
+        cls.check_params({"no_such_param": 1})
+    for name, spec in cls.params.items():
+        assert spec.accepts(spec.default), f"default of {name} is outside its own range"
+
+
+def test_parameter_messages_say_what_is_allowed():
+    cls = get_method("similarity")
+    with pytest.raises(
+        ParameterError,
+        match=r"The 'epochs' parameter of similarity must be an int "
+        r"in the range \[1, inf\)\. Got '0' instead\.",
+    ):
+        cls.check_params({"epochs": "0"})
+    assert cls.check_params({"lr": "1e-2", "epochs": "3"})["epochs"] == 3
+    with pytest.raises(ParameterError, match="must be one of 'auto', 'always', 'never'"):
+        cls.check_params({"train_heads": "sometimes"})
+
+
+def test_unknown_method_lists_the_registered_ones():
+    with pytest.raises(ParameterError, match="unknown method 'nope'; available: .*similarity"):
+        get_method("nope")
