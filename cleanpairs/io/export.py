@@ -35,7 +35,7 @@ class ExportCounts:
 
 def _kept_rows(
     source: str | os.PathLike, thresh: float
-) -> tuple[Iterator[pa.RecordBatch], pa.Schema, RunMetadata]:
+) -> tuple[Iterator[pa.RecordBatch], RunMetadata]:
     handle, meta = open_scores(source)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -44,7 +44,7 @@ def _kept_rows(
             if kept.num_rows:
                 yield kept
 
-    return batches(), handle.schema_arrow, meta
+    return batches(), meta
 
 
 def _rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -94,7 +94,7 @@ def export_scores(
     refuse_overwrite(out_dir, [source])
     if Path(out_dir).is_file():
         raise InputError(f"{out_dir} is a file; export writes a folder of shards")
-    batches, _, meta = _kept_rows(source, thresh)
+    batches, meta = _kept_rows(source, thresh)
     with atomic_output(out_dir, directory=True) as tmp:
         if format == "parquet":
             counts = _write_parquet_shards(batches, tmp, shard_rows)

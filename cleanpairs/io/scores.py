@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -119,7 +120,8 @@ def filter_scores(
     handle, meta = open_scores(source)
     schema = handle.schema_arrow
     kept_n = rejected_n = 0
-    with atomic_output(output) as kept_tmp, _maybe_atomic(rejected) as rej_tmp:
+    rejected_output = atomic_output(rejected) if rejected is not None else contextlib.nullcontext(None)
+    with atomic_output(output) as kept_tmp, rejected_output as rej_tmp:
         kept_writer = pq.ParquetWriter(kept_tmp, _tagged_schema(schema, meta, thresh=thresh, side="kept"))
         rej_writer = (
             pq.ParquetWriter(rej_tmp, _tagged_schema(schema, meta, thresh=thresh, side="rejected"))
@@ -141,19 +143,6 @@ def filter_scores(
             if rej_writer is not None:
                 rej_writer.close()
     return FilterCounts(kept=kept_n, rejected=rejected_n)
-
-
-class _maybe_atomic:
-    """``atomic_output`` for an optional path; yields ``None`` when there is none."""
-
-    def __init__(self, target: str | os.PathLike | None) -> None:
-        self._cm = atomic_output(target) if target is not None else None
-
-    def __enter__(self) -> Path | None:
-        return self._cm.__enter__() if self._cm is not None else None
-
-    def __exit__(self, *exc: object) -> bool | None:
-        return self._cm.__exit__(*exc) if self._cm is not None else None
 
 
 def read_run_metadata(path: str | os.PathLike) -> RunMetadata:
