@@ -44,3 +44,82 @@ def detection_metrics(p_clean: np.ndarray, is_clean: np.ndarray, *, thresh: floa
         "true_noise_rate": float(noisy.mean()) if len(p) else float("nan"),
         "n": len(p),
     }
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    # A zero row stays zero (cosine 0 with everything) instead of turning into NaN.
+    return x / np.maximum(norms, np.finfo(x.dtype).tiny)
+
+
+def retrieval_metrics(
+    image_emb: np.ndarray, text_emb: np.ndarray, image_index: np.ndarray, *, block: int = 1024
+) -> dict[str, float]:
+    """Recall@K of image-to-text and text-to-image retrieval, in percent, as VSE++ and NCR report it.
+
+    Scores are cosine similarities (rows are normalised here). The rank of a query is the number of
+    candidates scoring strictly higher than its best true match, so ties count in the query's
+    favour, and R@K is the share of queries with rank below K. An image is scored by its best-ranked
+    caption; images without any caption are left out of image-to-text. Queries are scored ``block``
+    rows at a time, so memory stays O(block * n).
+
+    Parameters
+    ----------
+    image_emb : numpy.ndarray
+        (n_images, d) image embeddings.
+    text_emb : numpy.ndarray
+        (n_texts, d) caption embeddings in the same space.
+    image_index : numpy.ndarray
+        (n_texts,) integers: the row of ``image_emb`` each caption belongs to.
+    block : int
+        Query rows scored at once.
+
+    Returns
+    -------
+    dict
+        ``i2t_r1``, ``i2t_r5``, ``i2t_r10``, ``t2i_r1``, ``t2i_r5``, ``t2i_r10`` in [0, 100] and
+        ``rsum``, their sum.
+    """
+    images, texts = np.asarray(image_emb), np.asarray(text_emb)
+    owner = np.asarray(image_index)
+    if images.ndim != 2 or texts.ndim != 2:
+        raise ParameterError(f"embeddings must be 2-D, got {images.shape} and {texts.shape}")
+    if len(images) == 0 or len(texts) == 0:
+        raise ParameterError(f"need at least one image and one caption, got {len(images)} and {len(texts)}")
+    if images.shape[1] != texts.shape[1]:
+        raise ParameterError(f"image_emb has dimension {images.shape[1]} but text_emb {texts.shape[1]}")
+    if owner.shape != (len(texts),) or not np.issubdtype(owner.dtype, np.integer):
+        raise ParameterError(f"image_index must be {len(texts)} integers, got {owner.dtype} {owner.shape}")
+    if owner.min() < 0 or owner.max() >= len(images):
+        raise ParameterError(f"image_index must lie within [0, {len(images)})")
+    if block < 1:
+        raise ParameterError(f"block must be at least 1, got {block}")
+    dtype = np.result_type(images.dtype, texts.dtype, np.float32)
+    images, texts = images.astype(dtype, copy=False), texts.astype(dtype, copy=False)
+    if not (np.isfinite(images).all() and np.isfinite(texts).all()):
+        raise ParameterError("embeddings must be finite")
+    images, texts = _unit_rows(images), _unit_rows(texts)
+
+    i2t_rank = np.empty(len(images), dtype=np.int64)
+    for start in range(0, len(images), block):
+        scores = images[start : start + block] @ texts.T
+        mine = (owner >= start) & (owner < start + len(scores))
+        rows, cols = owner[mine] - start, np.flatnonzero(mine)
+        best = np.full(len(scores), -np.inf, dtype=scores.dtype)
+        np.maximum.at(best, rows, scores[rows, cols])
+        i2t_rank[start : start + len(scores)] = (scores > best[:, None]).sum(axis=1)
+    # An image with no caption has no true match to rank.
+    i2t_rank = i2t_rank[np.bincount(owner, minlength=len(images)) > 0]
+
+    t2i_rank = np.empty(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), block):
+        scores = texts[start : start + block] @ images.T
+        true = scores[np.arange(len(scores)), owner[start : start + len(scores)]]
+        t2i_rank[start : start + len(scores)] = (scores > true[:, None]).sum(axis=1)
+
+    out = {}
+    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
+        for k in (1, 5, 10):
+            out[f"{name}_r{k}"] = float(100.0 * np.mean(ranks < k))
+    out["rsum"] = float(sum(out.values()))
+    return out

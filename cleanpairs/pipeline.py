@@ -98,6 +98,8 @@ class ScoreRun:
     meta: RunMetadata
     encoded: dict[str, int] = field(default_factory=dict)
     status_counts: dict[str, int] = field(default_factory=dict)
+    scores: PairScores | None = None
+    """The method's per-pair arrays and trained heads (scored rows only, in their order)."""
 
 
 def score_corpus(
@@ -177,7 +179,7 @@ def score_corpus(
     tick = time.perf_counter()
     write_scores(corpus.table, columns, meta, out)
     meta.timings = {**timings, "write_s": time.perf_counter() - tick, "total_s": time.perf_counter() - start}
-    return ScoreRun(out, meta, embedded.encoded, dict(Counter(embedded.status)))
+    return ScoreRun(out, meta, embedded.encoded, dict(Counter(embedded.status)), scores)
 
 
 @dataclass

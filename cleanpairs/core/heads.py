@@ -10,27 +10,48 @@ from cleanpairs.methods.base import Heads
 
 
 class ProjectionHead(nn.Module):
-    """Two-layer MLP with a linear shortcut, mapping one modality into the shared space."""
+    """Two-layer MLP with a linear shortcut, mapping one modality into the shared space.
 
-    def __init__(self, d_in: int, d_out: int, hidden: int) -> None:
+    ``hidden=0`` leaves the MLP out: a linear projection.
+
+    With ``identity_init`` (input and output sizes equal) the shortcut starts as the identity
+    and the MLP's output as zero, so an aligned encoder's own similarity is where training
+    starts rather than something to relearn.
+    """
+
+    def __init__(self, d_in: int, d_out: int, hidden: int, *, identity_init: bool = False) -> None:
         super().__init__()
         self.shortcut = nn.Linear(d_in, d_out)
-        self.mlp = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+        self.mlp = (
+            nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out)) if hidden else None
+        )
+        if identity_init:
+            if d_in != d_out:
+                raise ValueError("identity_init needs equal input and output sizes")
+            with torch.no_grad():
+                self.shortcut.weight.copy_(torch.eye(d_in))
+                self.shortcut.bias.zero_()
+                if self.mlp is not None:
+                    self.mlp[-1].weight.zero_()
+                    self.mlp[-1].bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.shortcut(x) + self.mlp(x), dim=-1)
+        y = self.shortcut(x) if self.mlp is None else self.shortcut(x) + self.mlp(x)
+        return nn.functional.normalize(y, dim=-1)
 
 
 class TorchHeads(Heads):
     """An image head and a text head; embeds numpy arrays into unit vectors of the shared space."""
 
     def __init__(self, image_head: nn.Module, text_head: nn.Module, device: torch.device) -> None:
-        self.image_head = image_head.eval()
-        self.text_head = text_head.eval()
+        self.image_head = image_head
+        self.text_head = text_head
         self.device = device
 
     @torch.inference_mode()
     def _embed(self, head: nn.Module, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+        was_training = head.training
+        head.eval()
         out = [
             head(torch.from_numpy(np.ascontiguousarray(x[i : i + batch], dtype=np.float32)).to(self.device))
             .float()
@@ -38,6 +59,7 @@ class TorchHeads(Heads):
             .numpy()
             for i in range(0, len(x), batch)
         ]
+        head.train(was_training)
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
@@ -45,3 +67,24 @@ class TorchHeads(Heads):
 
     def embed_texts(self, texts: np.ndarray) -> np.ndarray:
         return self._embed(self.text_head, texts)
+
+
+class AveragedHeads(Heads):
+    """Several trained head pairs used as one: the similarity is the mean of theirs.
+
+    Concatenating each pair's unit vectors scaled by ``1/sqrt(k)`` makes the dot product of
+    two concatenations equal to the mean of the k cosines, so retrieval with the averaged
+    model is plain nearest-neighbour search (as NCR's evaluation averages its two networks).
+    """
+
+    def __init__(self, members: list[Heads]) -> None:
+        self.members = members
+
+    def _join(self, parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts, axis=1) / np.sqrt(len(parts), dtype=np.float32)
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        return self._join([m.embed_images(images) for m in self.members])
+
+    def embed_texts(self, texts: np.ndarray) -> np.ndarray:
+        return self._join([m.embed_texts(texts) for m in self.members])

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from scipy import stats
 from sklearn.mixture import GaussianMixture
 
+from cleanpairs.errors import ParameterError
 
-def gmm_clean_posterior(values: np.ndarray, *, seed: int = 0, higher_is_clean: bool = True) -> np.ndarray:
+
+def gmm_clean_posterior(
+    values: np.ndarray,
+    *,
+    seed: int = 0,
+    higher_is_clean: bool = True,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-4,
+) -> np.ndarray:
     """Posterior of the clean component of a two-component Gaussian mixture over ``values``.
 
     The values are scaled to [0, 1] first (as NCR does with per-pair losses). The clean
     component is the one with the larger mean when ``higher_is_clean`` (similarities), the
     smaller mean otherwise (losses). Values with no spread carry no evidence of noise: every
-    pair then gets posterior 1.
+    pair then gets posterior 1. ``max_iter``, ``tol`` and ``reg_covar`` go to scikit-learn's
+    ``GaussianMixture`` (NCR fits with 10, 1e-2 and 5e-4).
 
     Returns
     -------
@@ -24,8 +38,188 @@ def gmm_clean_posterior(values: np.ndarray, *, seed: int = 0, higher_is_clean: b
     if len(x) < 2 or span <= 1e-12:
         return np.ones(len(x), dtype=np.float32)
     x = ((x - x.min()) / span).reshape(-1, 1)
-    gmm = GaussianMixture(n_components=2, max_iter=100, tol=1e-3, reg_covar=1e-4, random_state=seed)
+    gmm = GaussianMixture(
+        n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed
+    )
     gmm.fit(x)
     means = gmm.means_.ravel()
     clean = int(np.argmax(means) if higher_is_clean else np.argmin(means))
-    return gmm.predict_proba(x)[:, clean].astype(np.float32)
+    posterior = gmm.predict_proba(x)[:, clean]
+    # Unequal variances can make the raw posterior fall again in the far tail; a pair that
+    # looks cleaner than another never gets a lower posterior.
+    order = np.argsort(x.ravel() if higher_is_clean else -x.ravel(), kind="stable")
+    posterior[order] = np.maximum.accumulate(posterior[order])
+    return posterior.astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class BetaMixture:
+    """A two-component beta mixture on (0, 1).
+
+    Equality is identity (``eq=False``): element-wise array comparison has no single truth value.
+
+    Attributes
+    ----------
+    alphas, betas : numpy.ndarray
+        Shape (2,), the positive shape parameters of each component.
+    weights : numpy.ndarray
+        Shape (2,), the mixing weights, summing to 1.
+    """
+
+    alphas: np.ndarray
+    betas: np.ndarray
+    weights: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("alphas", "betas", "weights"):
+            arr = np.asarray(getattr(self, name), dtype=np.float64)
+            if arr.shape != (2,) or not np.isfinite(arr).all():
+                raise ParameterError(f"{name} must be 2 finite numbers, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, arr)
+        if (self.alphas <= 0).any() or (self.betas <= 0).any():
+            raise ParameterError("alphas and betas must be positive")
+        if (self.weights < 0).any() or self.weights.sum() <= 0:
+            raise ParameterError("weights must be non-negative and not all zero")
+
+    def means(self) -> np.ndarray:
+        """Mean of each component, ``alpha / (alpha + beta)``, shape (2,)."""
+        return self.alphas / (self.alphas + self.betas)
+
+    def likelihoods(self, x: np.ndarray) -> np.ndarray:
+        """Weighted densities ``weight_k * Beta(x; alpha_k, beta_k)``, shape (n, 2)."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1, 1)
+        return self.weights * stats.beta.pdf(x, self.alphas, self.betas)
+
+    def _log_likelihoods(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, 1)
+        with np.errstate(divide="ignore"):
+            return np.log(self.weights) + stats.beta.logpdf(x, self.alphas, self.betas)
+
+    def posterior(self, x: np.ndarray) -> np.ndarray:
+        """Responsibility of each component for each value, shape (n, 2), rows summing to 1.
+
+        Worked in the log domain so that densities which both underflow still compare. A value
+        neither component can produce (both densities 0, e.g. outside (0, 1)) is split equally;
+        one at a pole (density +inf) goes to the component(s) with the pole.
+        """
+        return _responsibilities(self._log_likelihoods(x))
+
+    @classmethod
+    def fit(
+        cls, values: np.ndarray, *, max_iter: int = 20, tol: float = 1e-4, eps: float = 1e-4
+    ) -> BetaMixture:
+        """Fit by EM with a weighted method-of-moments M-step (Arazo et al., 2019).
+
+        Parameters
+        ----------
+        values : numpy.ndarray
+            1-D values in [0, 1]; clipped to ``[eps, 1 - eps]`` so that no density is 0 or infinite.
+        max_iter : int
+            Most EM iterations.
+        tol : float
+            Stop once the mean log-likelihood per value changes by less than this.
+        eps : float
+            Clipping margin, in (0, 0.5).
+
+        Returns
+        -------
+        BetaMixture
+            Component 0 starts on the lower half of the values, component 1 on the upper half; EM
+            may reorder them, so pick a component by :meth:`means`.
+        """
+        x = np.asarray(values, dtype=np.float64).ravel()
+        if len(x) < 2 or not np.isfinite(x).all():
+            raise ParameterError(f"need at least 2 finite values to fit a mixture, got {len(x)}")
+        if max_iter < 1:
+            raise ParameterError(f"max_iter must be at least 1, got {max_iter}")
+        if tol < 0:
+            raise ParameterError(f"tol must be non-negative, got {tol}")
+        if not 0 < eps < 0.5:
+            raise ParameterError(f"eps must be within (0, 0.5), got {eps}")
+        x = np.clip(x, eps, 1 - eps)
+        # A hard split at the median is deterministic and puts one component on each side of the
+        # data, which a symmetric default start (like Arazo's Beta(1,2)/Beta(2,1)) only does on average.
+        upper = x > np.median(x)
+        if not upper.any():
+            upper = x >= np.median(x)
+        resp = np.column_stack([~upper, upper]).astype(np.float64)
+        model = cls._m_step(x, resp)
+        prev = -np.inf
+        for _ in range(max_iter):
+            logl = model._log_likelihoods(x)
+            ll = float(np.mean(_logsumexp_rows(logl)))
+            if abs(ll - prev) < tol:
+                break
+            prev = ll
+            model = cls._m_step(x, _responsibilities(logl))
+        return model
+
+    @classmethod
+    def _m_step(cls, x: np.ndarray, resp: np.ndarray) -> BetaMixture:
+        # A component that has lost all its values would make the weighted moments 0/0.
+        w = resp + 1e-12
+        mass = w.sum(axis=0)
+        m = (w * x[:, None]).sum(axis=0) / mass
+        v = (w * (x[:, None] - m) ** 2).sum(axis=0) / mass
+        # The moment equations need 0 < v < m(1 - m); outside that alpha or beta turns non-positive.
+        v = np.clip(v, 1e-12, m * (1 - m) * (1 - 1e-6))
+        alphas = m * (m * (1 - m) / v - 1)
+        betas = alphas * (1 - m) / m
+        return cls(alphas=alphas, betas=betas, weights=mass / mass.sum())
+
+
+def _logsumexp_rows(logl: np.ndarray) -> np.ndarray:
+    top = logl.max(axis=1)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return safe + np.log(np.exp(logl - safe[:, None]).sum(axis=1))
+
+
+def _responsibilities(logl: np.ndarray) -> np.ndarray:
+    top = logl.max(axis=1, keepdims=True)
+    finite = np.isfinite(top).ravel()
+    resp = np.full(logl.shape, 0.5)
+    r = np.exp(logl[finite] - top[finite])
+    resp[finite] = r / r.sum(axis=1, keepdims=True)
+    pole = np.isposinf(top).ravel()
+    hits = np.isposinf(logl[pole]).astype(np.float64)
+    resp[pole] = hits / hits.sum(axis=1, keepdims=True)
+    return resp
+
+
+def bmm_clean_posterior(
+    values: np.ndarray, *, higher_is_clean: bool = True, max_iter: int = 20
+) -> np.ndarray:
+    """Posterior of the clean component of a two-component beta mixture over ``values``.
+
+    The beta-mixture counterpart of :func:`gmm_clean_posterior` (as MSCN, L2RM and RCAR use):
+    values are min-max scaled to [0, 1], the clean component is the one with the larger mean when
+    ``higher_is_clean`` and the smaller mean otherwise, and fewer than 2 values or values with no
+    spread give posterior 1 everywhere.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        1-D finite per-pair statistic (a similarity or a loss).
+    higher_is_clean : bool
+        Whether larger values mean a clean pair.
+    max_iter : int
+        Most EM iterations.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, one posterior in [0, 1] per value.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if not np.isfinite(x).all():
+        raise ParameterError("values must be finite")
+    span = np.ptp(x) if len(x) else 0.0
+    if len(x) < 2 or span <= 1e-12:
+        return np.ones(len(x), dtype=np.float32)
+    eps = 1e-4
+    x = np.clip((x - x.min()) / span, eps, 1 - eps)
+    bmm = BetaMixture.fit(x, max_iter=max_iter, eps=eps)
+    means = bmm.means()
+    clean = int(np.argmax(means) if higher_is_clean else np.argmin(means))
+    return bmm.posterior(x)[:, clean].astype(np.float32)

@@ -1,8 +1,16 @@
-"""The training loop for projection heads over frozen embeddings."""
+"""The one training loop of the project: projection heads over frozen embeddings.
+
+A :class:`HeadTrainer` owns one image head, one text head and their optimiser. A method
+drives it epoch by epoch, handing :meth:`HeadTrainer.run_epoch` a per-pair loss of a
+:class:`Batch` and the pairs to train on; between epochs it reads per-pair statistics
+(:meth:`HeadTrainer.pair_statistic`, :meth:`HeadTrainer.similarity`) to split, correct or
+track pairs. Warm-up, learning-rate steps, seeds, progress and the device live here once.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +18,6 @@ import torch
 from tqdm.auto import tqdm
 
 from cleanpairs.core.heads import ProjectionHead, TorchHeads
-from cleanpairs.core.losses import info_nce
 from cleanpairs.encoders.base import resolve_device
 from cleanpairs.methods.base import PairEmbeddings
 
@@ -20,12 +27,11 @@ class HeadConfig:
     """Sizes and optimisation settings of a pair of projection heads."""
 
     dim: int = 256
-    hidden: int = 1024
-    epochs: int = 10
+    hidden: int = 512
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    temperature: float = 0.05
+    grad_clip: float = 2.0
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -35,55 +41,212 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def train_contrastive_heads(
-    pairs: PairEmbeddings,
-    config: HeadConfig,
-    *,
-    seed: int = 0,
-    device: str = "auto",
-    progress: bool = True,
-    desc: str = "training heads",
-) -> TorchHeads:
-    """Train an image head and a text head with symmetric InfoNCE on every pair as given.
+@dataclass
+class Batch:
+    """One training batch: pair ``i`` of the batch is image ``i`` with text ``i``.
 
-    Captions of the same image are not used as each other's negatives.
+    Attributes
+    ----------
+    index
+        ``(b,)`` the pairs' positions in the corpus (to look up per-pair state).
+    scores
+        ``(b, b)`` cosine of every image of the batch with every text of the batch.
+    same_image
+        ``(b, b)`` true where two pairs show the same image (never negatives of each other).
     """
-    dev = resolve_device(device)
-    generator = seed_everything(seed)
-    image_head = ProjectionHead(pairs.images.shape[1], config.dim, config.hidden).to(dev)
-    text_head = ProjectionHead(pairs.texts.shape[1], config.dim, config.hidden).to(dev)
-    optimizer = torch.optim.AdamW(
-        [*image_head.parameters(), *text_head.parameters()], lr=config.lr, weight_decay=config.weight_decay
-    )
-    images = torch.from_numpy(pairs.images).to(dev)
-    texts = torch.from_numpy(pairs.texts).to(dev)
-    image_index = torch.from_numpy(pairs.image_index).to(dev)
-    n = len(pairs)
-    batch = min(config.batch_size, n)
-    steps_per_epoch = max(1, n // batch)
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, disable=None if progress else True,
-               unit="step", leave=False)
-    for _ in range(config.epochs):
-        image_head.train()
-        text_head.train()
-        order = torch.randperm(n, generator=generator).to(dev)
-        for step in range(steps_per_epoch):
-            idx = order[step * batch : (step + 1) * batch]
-            owners = image_index[idx]
-            same_image = owners[:, None] == owners[None, :]
-            loss = info_nce(
-                image_head(images[owners]), text_head(texts[idx]), config.temperature, same_image
-            ).mean()
-            optimizer.zero_grad(set_to_none=True)
+
+    index: torch.Tensor
+    scores: torch.Tensor
+    same_image: torch.Tensor
+
+    def take(self, values: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Per-pair corpus values (a length-n array) for the pairs of this batch."""
+        tensor = values if isinstance(values, torch.Tensor) else torch.from_numpy(np.asarray(values))
+        return tensor.to(self.index.device)[self.index].to(self.scores.dtype)
+
+
+LossFn = Callable[[Batch], torch.Tensor]
+
+
+def lr_at(epoch: int, base: float, step_every: int | None, factor: float = 0.1) -> float:
+    """Step decay as NCR and CRCL use it: ``base * factor ** (epoch // step_every)``."""
+    if not step_every:
+        return base
+    return base * factor ** (epoch // step_every)
+
+
+class HeadTrainer:
+    """An image head and a text head over one corpus's frozen embeddings, and their optimiser.
+
+    Parameters
+    ----------
+    pairs
+        The corpus; its image and text matrices move to ``device`` once.
+    config
+        Head sizes and optimiser settings. With an aligned encoder whose image and text
+        sizes are equal, the heads keep that size and start as the identity.
+    seed
+        Seeds the heads' initial weights and the batch order.
+    progress
+        A shared progress bar counting training steps, or ``None``.
+    """
+
+    def __init__(
+        self,
+        pairs: PairEmbeddings,
+        config: HeadConfig,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        progress: tqdm | None = None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(device)
+        self.generator = seed_everything(seed)
+        d_image, d_text = pairs.images.shape[1], pairs.texts.shape[1]
+        identity = pairs.aligned and d_image == d_text
+        dim = d_image if identity else config.dim
+        self.image_head = ProjectionHead(d_image, dim, config.hidden, identity_init=identity).to(self.device)
+        self.text_head = ProjectionHead(d_text, dim, config.hidden, identity_init=identity).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.images = torch.from_numpy(pairs.images).to(self.device)
+        self.texts = torch.from_numpy(pairs.texts).to(self.device)
+        self.image_index = torch.from_numpy(pairs.image_index).to(self.device)
+        self.n = len(pairs)
+        self.progress = progress
+        self.epochs_run = 0
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.image_head.parameters(), *self.text_head.parameters()]
+
+    def steps_per_epoch(self, n_pairs: int | None = None) -> int:
+        """Optimiser steps one epoch over ``n_pairs`` pairs takes (the last partial batch is dropped)."""
+        n = self.n if n_pairs is None else n_pairs
+        return max(1, n // max(2, min(self.config.batch_size, n)))
+
+    def _batches(self, subset: np.ndarray | None, batch_size: int, drop_last: bool) -> Iterator[torch.Tensor]:
+        pool = torch.arange(self.n) if subset is None else torch.from_numpy(np.asarray(subset, np.int64))
+        order = pool[torch.randperm(len(pool), generator=self.generator)].to(self.device)
+        size = max(2, min(batch_size, len(order)))
+        stop = len(order) - size + 1 if drop_last else len(order)
+        for start in range(0, max(stop, 1 if drop_last else 0), size):
+            yield order[start : start + size]
+
+    def _batch(self, idx: torch.Tensor) -> Batch:
+        owners = self.image_index[idx]
+        scores = self.image_head(self.images[owners]) @ self.text_head(self.texts[idx]).T
+        return Batch(idx, scores, owners[:, None] == owners[None, :])
+
+    def run_epoch(
+        self, loss_fn: LossFn, subset: np.ndarray | None = None, *, lr: float | None = None
+    ) -> float:
+        """Train one epoch over ``subset`` (all pairs by default) in shuffled batches.
+
+        ``loss_fn`` returns one loss per pair of the batch; their mean is minimised.
+
+        Returns
+        -------
+        float
+            The mean training loss of the epoch.
+        """
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        self.image_head.train()
+        self.text_head.train()
+        total, steps = 0.0, 0
+        for idx in self._batches(subset, self.config.batch_size, drop_last=True):
+            loss = loss_fn(self._batch(idx)).mean()
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            bar.update()
-    bar.close()
-    return TorchHeads(image_head, text_head, dev)
+            if self.config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+            if self.progress is not None:
+                self.progress.update()
+        self.epochs_run += 1
+        return total / max(steps, 1)
+
+    @torch.no_grad()
+    def pair_statistic(self, fn: LossFn, *, batch_size: int | None = None) -> np.ndarray:
+        """A per-pair statistic that needs in-batch negatives (a loss), for every pair.
+
+        The pairs are cut into shuffled batches as in training, so each pair is measured
+        against random negatives, the way the papers compute their per-sample losses.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n,)`` float32, in corpus order.
+        """
+        self.image_head.eval()
+        self.text_head.eval()
+        out = torch.empty(self.n, device=self.device)
+        for idx in self._batches(None, batch_size or self.config.batch_size, drop_last=False):
+            out[idx] = fn(self._batch(idx)).float()
+        return out.cpu().numpy()
+
+    @torch.no_grad()
+    def batch_scores(self, index: torch.Tensor) -> torch.Tensor:
+        """This model's score matrix on another trainer's batch (no gradient): a peer's view."""
+        self.image_head.eval()
+        self.text_head.eval()
+        scores = self._batch(index.to(self.device)).scores
+        self.image_head.train()
+        self.text_head.train()
+        return scores
+
+    @torch.no_grad()
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every distinct image and every text in the shared space (unit rows)."""
+        self.image_head.eval()
+        self.text_head.eval()
+        return self.image_head(self.images), self.text_head(self.texts)
+
+    @torch.no_grad()
+    def corpus_loss(self, temperature: float, *, negatives: int = 1024, block: int = 4096) -> np.ndarray:
+        """Each pair's InfoNCE loss against a large fixed sample of the corpus, not one batch.
+
+        Text to image: the caption's own image against up to ``negatives`` images. Image to
+        text: the caption against up to ``negatives`` captions of other images. One sample
+        serves every pair, so the losses are comparable across pairs, which the split needs.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n,)`` float32, the mean of the two directions, in corpus order.
+        """
+        image, text = self.embeddings()
+        idx = self.image_index
+        positive = (image[idx] * text).sum(dim=1) / temperature
+        pick_images = torch.randperm(len(image), generator=self.generator)[:negatives].to(self.device)
+        pick_texts = torch.randperm(self.n, generator=self.generator)[:negatives].to(self.device)
+        t2i = torch.empty(self.n, device=self.device)
+        i2t = torch.empty(self.n, device=self.device)
+        for start in range(0, self.n, block):
+            rows = slice(start, start + block)
+            own = positive[rows, None]
+            to_images = text[rows] @ image[pick_images].T / temperature
+            to_images = to_images.masked_fill(idx[rows, None] == pick_images[None, :], float("-inf"))
+            t2i[rows] = torch.logsumexp(torch.cat([own, to_images], dim=1), dim=1)
+            to_texts = image[idx[rows]] @ text[pick_texts].T / temperature
+            to_texts = to_texts.masked_fill(idx[rows, None] == idx[pick_texts][None, :], float("-inf"))
+            i2t[rows] = torch.logsumexp(torch.cat([own, to_texts], dim=1), dim=1)
+        loss = (t2i + i2t) / 2 - positive
+        return loss.float().cpu().numpy()
+
+    def similarity(self) -> np.ndarray:
+        """Cosine of each pair's image and caption, ``(n,)`` float32 in corpus order."""
+        image, text = self.embeddings()
+        return (image[self.image_index] * text).sum(dim=1).float().cpu().numpy()
+
+    def heads(self) -> TorchHeads:
+        """The trained heads, for embedding queries."""
+        return TorchHeads(self.image_head, self.text_head, self.device)
 
 
-def pair_similarity(heads: TorchHeads, pairs: PairEmbeddings) -> np.ndarray:
-    """Cosine similarity of each pair's image and caption in the heads' shared space."""
-    image = heads.embed_images(pairs.images)[pairs.image_index]
-    text = heads.embed_texts(pairs.texts)
-    return np.einsum("ij,ij->i", image, text).astype(np.float32)
+def progress_bar(total: int, desc: str) -> tqdm:
+    """A step counter that stays quiet when not on a terminal."""
+    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)

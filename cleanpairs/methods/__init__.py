@@ -1,5 +1,7 @@
 """Noise-robust methods behind one interface, and their registry."""
 
+from cleanpairs.methods import crcl as _crcl  # noqa: F401  (registers itself)
+from cleanpairs.methods import ncr as _ncr  # noqa: F401  (registers itself)
 from cleanpairs.methods import similarity as _similarity  # noqa: F401  (registers itself)
 from cleanpairs.methods.base import Heads, PairEmbeddings, PairScorer, PairScores, Param
 from cleanpairs.methods.registry import DEFAULT_METHOD, available_methods, get_method, register

@@ -12,13 +12,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cleanpairs.core.losses import info_nce
 from cleanpairs.core.mixture import gmm_clean_posterior
-from cleanpairs.core.training import HeadConfig, pair_similarity, train_contrastive_heads
+from cleanpairs.core.training import HeadConfig, HeadTrainer, progress_bar
 from cleanpairs.errors import ParameterError
 from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
 from cleanpairs.methods.registry import register
 
-_DEFAULT_HEADS = HeadConfig()
+_DEFAULT_HEADS = HeadConfig(hidden=0)
+_EPOCHS = 2
+_TEMPERATURE = 0.05
 
 
 @register
@@ -32,12 +35,12 @@ class SimilarityScorer(PairScorer):
             str, "auto", "train heads: 'auto' (only when the encoder is not aligned), 'always', 'never'",
             choices=("auto", "always", "never"),
         ),
-        "epochs": Param(int, _DEFAULT_HEADS.epochs, "training epochs of the heads", low=1),
+        "epochs": Param(int, _EPOCHS, "training epochs of the heads", low=1),
         "batch_size": Param(int, _DEFAULT_HEADS.batch_size, "pairs per training batch", low=2),
         "lr": Param(float, _DEFAULT_HEADS.lr, "AdamW learning rate", low=0, low_open=True),
         "dim": Param(int, _DEFAULT_HEADS.dim, "shared embedding size", low=2),
-        "hidden": Param(int, _DEFAULT_HEADS.hidden, "hidden width of each head", low=1),
-        "temperature": Param(float, _DEFAULT_HEADS.temperature, "InfoNCE temperature", low=0,
+        "hidden": Param(int, _DEFAULT_HEADS.hidden, "hidden width of each head (0: linear heads)", low=0),
+        "temperature": Param(float, _TEMPERATURE, "InfoNCE temperature", low=0,
                              low_open=True),
     }
 
@@ -47,11 +50,14 @@ class SimilarityScorer(PairScorer):
         )
         if train:
             config = HeadConfig(
-                dim=params["dim"], hidden=params["hidden"], epochs=params["epochs"],
-                batch_size=params["batch_size"], lr=params["lr"], temperature=params["temperature"],
+                dim=params["dim"], hidden=params["hidden"], batch_size=params["batch_size"], lr=params["lr"]
             )
-            heads = train_contrastive_heads(pairs, config, seed=self.seed, device=self.device)
-            similarity = pair_similarity(heads, pairs)
+            with progress_bar(params["epochs"] * (len(pairs) // params["batch_size"]), self.name) as bar:
+                trainer = HeadTrainer(pairs, config, seed=self.seed, device=self.device, progress=bar)
+                for _ in range(params["epochs"]):
+                    trainer.run_epoch(lambda b: info_nce(b.scores, params["temperature"], b.same_image))
+            heads = trainer.heads()
+            similarity = trainer.similarity()
         else:
             if pairs.images.shape[1] != pairs.texts.shape[1]:
                 raise ParameterError(
@@ -61,5 +67,7 @@ class SimilarityScorer(PairScorer):
             heads = None
             similarity = np.einsum("ij,ij->i", pairs.pair_images(), pairs.texts).astype(np.float32)
         p_clean = gmm_clean_posterior(similarity, seed=self.seed)
-        return PairScores.without_rematch(p_clean, p_clean, similarity, heads=heads)
+        return PairScores.without_rematch(
+            p_clean, p_clean, similarity, heads=heads, info={"epochs_run": params["epochs"] if train else 0}
+        )
 

@@ -1,0 +1,154 @@
+"""``crcl``: Cross-modal Robust Complementary Learning (Qin et al., NeurIPS 2023).
+
+Training runs in stages; each stage starts a fresh model (a restart), so what the last
+model memorised of the noise is forgotten, while the corrected labels are carried over.
+
+- The Active Complementary Loss (:func:`cleanpairs.core.losses.active_complementary`):
+  the pair's cross-entropy weighted by its label (active) plus a bounded complementary term
+  that only pushes negatives down.
+- Self-refining Correspondence Correction (:func:`refine`): each pair's label moves towards
+  the model's matching probability of the pair (:func:`matching_probability`) with momentum,
+  and labels below a confidence floor are set to 0. During a stage's warm-up the labels are
+  frozen; at the end of the first warm-up they are set to the matching probabilities.
+
+``cp_soft_label`` is the self-refined label; ``cp_p_clean`` calibrates it into a posterior
+with a two-component Gaussian mixture; ``cp_similarity`` is the last model's cosine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from cleanpairs.core.losses import active_complementary, matching_probabilities
+from cleanpairs.core.mixture import gmm_clean_posterior
+from cleanpairs.core.state import PairState
+from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
+from cleanpairs.errors import ParameterError
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.registry import register
+
+
+def matching_probability(p_i2t: torch.Tensor, p_t2i: torch.Tensor) -> torch.Tensor:
+    """The pair's own probability in both directions, averaged: the evidence labels move to."""
+    return (p_i2t.diag() + p_t2i.diag()) / 2
+
+
+def refine(previous: torch.Tensor, evidence: torch.Tensor, momentum: float, floor: float) -> torch.Tensor:
+    """Self-refining correction: ``momentum * previous + (1 - momentum) * evidence``.
+
+    Labels below ``floor`` are set to 0 (CRCL's confident correction)."""
+    labels = momentum * previous + (1 - momentum) * evidence
+    return torch.where(labels < floor, torch.zeros_like(labels), labels)
+
+
+def parse_stages(text: str) -> list[int]:
+    """``"2,2,2,4"`` -> epochs after the warm-up of each stage."""
+    try:
+        stages = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        stages = []
+    if not stages or min(stages) < 0:
+        raise ParameterError(
+            f"The 'stages' parameter of crcl must be comma-separated epoch counts such as '2,2,2,4'. "
+            f"Got {text!r} instead."
+        )
+    return stages
+
+
+@register
+class CRCLScorer(PairScorer):
+    """Active Complementary Loss with self-refined labels carried across restarts."""
+
+    name = "crcl"
+    summary = "CRCL (NeurIPS'23): active complementary loss, momentum label refinement across restarts"
+    params: ClassVar[dict[str, Param]] = {
+        "stages": Param(
+            str, "1,1,1,3", "epochs after the warm-up of each stage; each stage restarts the heads"
+        ),
+        "warmup_epochs": Param(int, 1, "epochs at the start of every stage with frozen labels", low=0),
+        "tau": Param(float, 0.05, "temperature of the matching probabilities", low=0, low_open=True),
+        "momentum": Param(
+            float, 0.8, "label momentum (alpha): share of the previous label kept", low=0, high=1
+        ),
+        "floor": Param(
+            float,
+            0.0,
+            "labels below this are set to 0 (confident correction; the paper uses 0.1)",
+            low=0,
+            high=1,
+        ),
+        "complementary_weight": Param(float, 5.0, "weight of the complementary term", low=0),
+        "lr": Param(float, 1e-3, "AdamW learning rate", low=0, low_open=True),
+        "lr_step": Param(
+            int, 0, "divide the learning rate by 10 every this many epochs of a stage (0: never)", low=0
+        ),
+        "batch_size": Param(int, 128, "pairs per batch", low=2),
+        "dim": Param(int, 256, "shared embedding size", low=2),
+        "hidden": Param(int, 0, "hidden width of each head (0: linear heads)", low=0),
+        "grad_clip": Param(float, 2.0, "gradient norm clip (0: none)", low=0),
+    }
+
+    @classmethod
+    def check_params(cls, values: dict[str, Any]) -> dict[str, Any]:
+        checked = super().check_params(values)
+        parse_stages(checked["stages"])
+        return checked
+
+    def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
+        config = HeadConfig(
+            dim=params["dim"],
+            hidden=params["hidden"],
+            batch_size=params["batch_size"],
+            lr=params["lr"],
+            grad_clip=params["grad_clip"],
+        )
+        stages = parse_stages(params["stages"])
+        warmup = params["warmup_epochs"]
+        n = len(pairs)
+        state = PairState(n)
+        labels = torch.from_numpy(state.init("soft_label", 1.0))
+        steps = n // min(config.batch_size, n)
+        with progress_bar(steps * sum(s + warmup for s in stages), self.name) as bar:
+            for stage, epochs in enumerate(stages):
+                model = HeadTrainer(pairs, config, seed=self.seed + stage, device=self.device, progress=bar)
+                for epoch in range(warmup + epochs):
+                    refining = epoch >= warmup
+                    first_warmup_end = stage == 0 and epoch == warmup - 1
+                    loss = self._loss(labels, params, refining=refining, reset=first_warmup_end)
+                    model.run_epoch(loss, lr=lr_at(epoch, config.lr, params["lr_step"]))
+                    state.end_epoch("soft_label")
+        soft_label = labels.numpy().astype(np.float32)
+        p_clean = gmm_clean_posterior(soft_label, seed=self.seed)
+        state.set("p_clean", p_clean)
+        return PairScores.without_rematch(
+            p_clean,
+            soft_label,
+            model.similarity(),
+            heads=model.heads(),
+            info={"epochs_run": sum(s + warmup for s in stages), "history": state.history_summary()},
+        )
+
+    @staticmethod
+    def _loss(labels: torch.Tensor, params: dict[str, Any], *, refining: bool, reset: bool):
+        """The batch loss; updates ``labels`` (the carried state) in place as batches go by."""
+
+        def loss(batch: Batch) -> torch.Tensor:
+            p_i2t, p_t2i = matching_probabilities(batch.scores, params["tau"], batch.same_image)
+            index = batch.index.cpu()
+            with torch.no_grad():
+                evidence = matching_probability(p_i2t, p_t2i).detach().cpu()
+                previous = labels[index]
+                y = refine(previous, evidence, params["momentum"], params["floor"]) if refining else previous
+                labels[index] = evidence if reset else y
+            return active_complementary(
+                p_i2t,
+                p_t2i,
+                y.to(batch.scores),
+                complementary_weight=params["complementary_weight"],
+                same_image=batch.same_image,
+            )
+
+        return loss

@@ -1,0 +1,216 @@
+"""``ncr``: Learning with Noisy Correspondence (Huang et al., NeurIPS 2021).
+
+Two models learn side by side. After a warm-up, every epoch
+
+1. measures each pair's loss under each model and fits a two-component Gaussian mixture to
+   it: the low-loss component is the clean one (:func:`clean_posterior`, the *split*);
+2. trains each model on the split of the *other* one (*co-divide*), so that one model's
+   mistakes are not fed back to itself;
+3. rectifies the labels (:func:`rectify`): a pair taken as clean keeps ``w + (1 - w) P``
+   with ``w`` its clean posterior and ``P`` the model's own correspondence prediction
+   (:func:`predict_correspondence`); a pair taken as noisy gets the two models' mean
+   prediction;
+4. trains with the bidirectional hinge loss on hardest negatives whose margin shrinks with
+   the rectified label (:func:`soft_margin`).
+
+``cp_p_clean`` is the mean of the two models' clean posteriors after the last epoch,
+``cp_soft_label`` the rectified label, ``cp_similarity`` the mean of their cosines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from cleanpairs.core.heads import AveragedHeads
+from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
+from cleanpairs.core.mixture import gmm_clean_posterior
+from cleanpairs.core.state import PairState
+from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.registry import register
+
+
+def soft_margin(labels: torch.Tensor, margin: float, kind: str) -> torch.Tensor:
+    """NCR's soft margin: ``margin`` scaled by a rising function of the rectified label."""
+    if kind == "linear":
+        return margin * labels
+    if kind == "exponential":
+        return margin * (torch.pow(10.0, labels) - 1) / 9
+    return margin * (torch.sin(math.pi * labels - math.pi / 2) / 2 + 0.5)
+
+
+def per_pair_loss(batch: Batch, margin: float) -> torch.Tensor:
+    """The statistic NCR splits on: hinge loss with mean negatives, fixed margin."""
+    return hinge_triplet(batch.scores, margin, hardest=False, same_image=batch.same_image)
+
+
+def predict_correspondence(scores: torch.Tensor, margin: float, same_image: torch.Tensor) -> torch.Tensor:
+    """NCR's correspondence prediction of each pair of a batch, in [0, 1].
+
+    How far the pair's mean-negative hinge cost stays below the margin, divided by the
+    mean of the batch's top tenth so that the clearest pairs of every batch read as 1.
+    """
+    cost = hinge_triplet(scores, margin, hardest=False, same_image=same_image) / 2
+    p = (margin - cost).clamp(min=0, max=margin)
+    top = torch.topk(p, len(p) // 10 + 1).values.mean()
+    return (p / top.clamp(min=1e-12)).clamp(0, 1)
+
+
+def clean_posterior(losses: np.ndarray, *, seed: int) -> np.ndarray:
+    """The split: posterior of the low-loss component of a 2-GMM over min-max scaled losses."""
+    return gmm_clean_posterior(
+        losses, seed=seed, higher_is_clean=False, max_iter=10, tol=1e-2, reg_covar=5e-4
+    )
+
+
+def split_clean(posterior: np.ndarray, threshold: float) -> np.ndarray:
+    """Pairs taken as clean; when none would be noisy, the least clean 1% are set aside anyway."""
+    if posterior.min() > threshold:
+        threshold = float(np.sort(posterior)[len(posterior) // 100])
+    return posterior > threshold
+
+
+def rectify(
+    posterior: torch.Tensor, own: torch.Tensor, mean: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
+    """Co-rectified labels: ``w + (1 - w) P_own`` for clean pairs, the models' mean ``P`` otherwise."""
+    return torch.where(clean, posterior + (1 - posterior) * own, mean)
+
+
+@register
+class NCRScorer(PairScorer):
+    """Noisy Correspondence Rectifier: co-divided GMM splits, rectified labels, soft margins."""
+
+    name = "ncr"
+    summary = "NCR (NeurIPS'21): co-divide two heads by a loss GMM, rectify labels, soft-margin hinge"
+    params: ClassVar[dict[str, Param]] = {
+        "loss": Param(
+            str,
+            "infonce",
+            "training loss: 'hinge' (the paper's, soft margins) or 'infonce' "
+            "(soft-target InfoNCE with the rectified label)",
+            choices=("infonce", "hinge"),
+        ),
+        "temperature": Param(float, 0.1, "InfoNCE temperature (loss=infonce)", low=0, low_open=True),
+        "warmup_epochs": Param(int, 1, "epochs of plain hinge (mean negatives) before splitting", low=0),
+        "epochs": Param(int, 6, "co-training epochs after the warm-up", low=1),
+        "margin": Param(float, 0.2, "hinge margin (alpha)", low=0, low_open=True),
+        "soft_margin": Param(
+            str,
+            "exponential",
+            "how the margin follows the rectified label",
+            choices=("linear", "exponential", "sin"),
+        ),
+        "p_threshold": Param(
+            float, 0.5, "clean posterior above which a pair is taken as clean", low=0, high=1
+        ),
+        "noisy_from": Param(
+            float,
+            1.0,
+            "share of the co-training epochs before noisy pairs are trained on "
+            "with their predicted labels (1: never; the paper uses 0.5)",
+            low=0,
+            high=1,
+        ),
+        "lr": Param(float, 1e-3, "AdamW learning rate", low=0, low_open=True),
+        "lr_step": Param(int, 0, "divide the learning rate by 10 every this many epochs (0: never)", low=0),
+        "batch_size": Param(int, 256, "pairs per batch", low=2),
+        "dim": Param(int, 256, "shared embedding size", low=2),
+        "hidden": Param(int, 0, "hidden width of each head (0: linear heads)", low=0),
+        "grad_clip": Param(float, 2.0, "gradient norm clip (0: none)", low=0),
+    }
+
+    def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
+        config = HeadConfig(
+            dim=params["dim"],
+            hidden=params["hidden"],
+            batch_size=params["batch_size"],
+            lr=params["lr"],
+            grad_clip=params["grad_clip"],
+        )
+        warmup, epochs = params["warmup_epochs"], params["epochs"]
+        n = len(pairs)
+        state = PairState(n)
+        steps = n // min(config.batch_size, n)
+        with progress_bar(2 * steps * (warmup + epochs), self.name) as bar:
+            models = [
+                HeadTrainer(pairs, config, seed=self.seed + k, device=self.device, progress=bar)
+                for k in range(2)
+            ]
+            for epoch in range(warmup):
+                for model in models:
+                    model.run_epoch(self._warmup_loss(params), lr=lr_at(epoch, config.lr, params["lr_step"]))
+            for epoch in range(epochs):
+                posteriors = [self._split(m, params) for m in models]
+                state.update(p_clean=np.mean(posteriors, axis=0))
+                train_noisy = epoch >= params["noisy_from"] * epochs
+                for k, model in enumerate(models):
+                    # Co-divide: each model learns from the split its peer made.
+                    divided = posteriors[1 - k]
+                    clean = split_clean(divided, params["p_threshold"])
+                    subset = None if train_noisy else np.flatnonzero(clean)
+                    loss = self._training_loss(models[1 - k], divided, clean, params)
+                    model.run_epoch(loss, subset, lr=lr_at(warmup + epoch, config.lr, params["lr_step"]))
+            posteriors = [self._split(m, params) for m in models]
+        p_clean = np.mean(posteriors, axis=0).astype(np.float32)
+        soft_label = self._final_labels(models, p_clean, split_clean(p_clean, params["p_threshold"]), params)
+        similarity = np.mean([m.similarity() for m in models], axis=0)
+        state.update(p_clean=p_clean, soft_label=soft_label)
+        return PairScores.without_rematch(
+            p_clean,
+            soft_label,
+            similarity,
+            heads=AveragedHeads([m.heads() for m in models]),
+            info={"epochs_run": warmup + epochs, "history": state.history_summary()},
+        )
+
+    @staticmethod
+    def _warmup_loss(params: dict[str, Any]) -> Callable[[Batch], torch.Tensor]:
+        if params["loss"] == "hinge":
+            return lambda b: per_pair_loss(b, params["margin"])
+        return lambda b: info_nce(b.scores, params["temperature"], b.same_image)
+
+    @staticmethod
+    def _split(model: HeadTrainer, params: dict[str, Any]) -> np.ndarray:
+        if params["loss"] == "hinge":
+            losses = model.pair_statistic(lambda b: per_pair_loss(b, params["margin"]))
+        else:
+            losses = model.corpus_loss(params["temperature"])
+        return clean_posterior(losses, seed=0)
+
+    @staticmethod
+    def _training_loss(
+        peer: HeadTrainer, posterior: np.ndarray, clean: np.ndarray, params: dict[str, Any]
+    ) -> Callable[[Batch], torch.Tensor]:
+        posterior_t = torch.from_numpy(posterior)
+        clean_t = torch.from_numpy(clean)
+        margin = params["margin"]
+
+        def loss(batch: Batch) -> torch.Tensor:
+            with torch.no_grad():
+                own = predict_correspondence(batch.scores.detach(), margin, batch.same_image)
+                other = predict_correspondence(peer.batch_scores(batch.index), margin, batch.same_image)
+                labels = rectify(batch.take(posterior_t), own, (own + other) / 2, batch.take(clean_t).bool())
+            if params["loss"] == "hinge":
+                margins = soft_margin(labels, margin, params["soft_margin"])
+                return hinge_triplet(batch.scores, margins, hardest=True, same_image=batch.same_image)
+            return soft_info_nce(batch.scores, labels, params["temperature"], batch.same_image)
+
+        return loss
+
+    @staticmethod
+    def _final_labels(
+        models: list[HeadTrainer], p_clean: np.ndarray, clean: np.ndarray, params: dict[str, Any]
+    ) -> np.ndarray:
+        margin = params["margin"]
+        predictions = [
+            m.pair_statistic(lambda b: predict_correspondence(b.scores, margin, b.same_image)) for m in models
+        ]
+        own, mean = predictions[0], np.mean(predictions, axis=0)
+        labels = np.where(clean, p_clean + (1 - p_clean) * own, mean)
+        return np.clip(labels, 0, 1).astype(np.float32)
