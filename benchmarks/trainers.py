@@ -136,16 +136,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=foundation.ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--rates", default="0.2,0.4,0.6,0.8")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--keep-ceiling", action="store_true", help="reuse the ceiling of the last run")
     args = parser.parse_args()
     raw = args.out.with_suffix(".json")
     results = json.loads(raw.read_text()) if raw.exists() else {}
     dev = embed_corpus(read_pairs(foundation.FLICKR / "dev.parquet"), "offline", progress=False).pairs
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        results["ceiling"] = ceiling(work, dev)
-        results["trainers"] = run_methods(
-            args.methods.split(","), [float(r) for r in args.rates.split(",")], work, dev
-        )
+        if "ceiling" not in results or not args.keep_ceiling:
+            results["ceiling"] = ceiling(work, dev)
+        fresh = run_methods(args.methods.split(","), [float(r) for r in args.rates.split(",")], work, dev)
+    # Rows of methods and rates not run this time are kept from the last run.
+    done = {(r["method"], r["rate"]) for r in fresh}
+    kept = [r for r in results.get("trainers", []) if (r["method"], r["rate"]) not in done]
+    order = {m: i for i, m in enumerate(METHODS)}
+    results["trainers"] = sorted(kept + fresh, key=lambda r: (r["rate"], order.get(r["method"], 99)))
     raw.write_text(json.dumps(results, indent=1))
     text = foundation.render(results["throughput"], results["similarity"], results["filter"])
     args.out.write_text(text + render(results))

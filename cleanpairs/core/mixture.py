@@ -45,10 +45,10 @@ def gmm_clean_posterior(
     means = gmm.means_.ravel()
     clean = int(np.argmax(means) if higher_is_clean else np.argmin(means))
     posterior = gmm.predict_proba(x)[:, clean]
-    # Unequal variances can make the raw posterior fall again in the far tail; a pair that
-    # looks cleaner than another never gets a lower posterior.
-    order = np.argsort(x.ravel() if higher_is_clean else -x.ravel(), kind="stable")
-    posterior[order] = np.maximum.accumulate(posterior[order])
+    # Unequal variances make the raw posterior rise again in the far tail of the wider
+    # component; no pair may score above a pair that looks cleaner than it.
+    order = np.argsort(-x.ravel() if higher_is_clean else x.ravel(), kind="stable")
+    posterior[order] = np.minimum.accumulate(posterior[order])
     return posterior.astype(np.float32)
 
 

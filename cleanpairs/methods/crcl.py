@@ -12,7 +12,8 @@ model memorised of the noise is forgotten, while the corrected labels are carrie
   frozen; at the end of the first warm-up they are set to the matching probabilities.
 
 ``cp_soft_label`` is the self-refined label; ``cp_p_clean`` calibrates it into a posterior
-with a two-component Gaussian mixture; ``cp_similarity`` is the last model's cosine.
+with a two-component beta mixture (the labels of noisy pairs pile up just above 0, a shape a
+Gaussian fits badly); ``cp_similarity`` is the last model's cosine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from cleanpairs.core.losses import active_complementary, matching_probabilities
-from cleanpairs.core.mixture import gmm_clean_posterior
+from cleanpairs.core.mixture import bmm_clean_posterior
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.errors import ParameterError
@@ -121,7 +122,7 @@ class CRCLScorer(PairScorer):
                     model.run_epoch(loss, lr=lr_at(epoch, config.lr, params["lr_step"]))
                     state.end_epoch("soft_label")
         soft_label = labels.numpy().astype(np.float32)
-        p_clean = gmm_clean_posterior(soft_label, seed=self.seed)
+        p_clean = bmm_clean_posterior(soft_label)
         state.set("p_clean", p_clean)
         return PairScores.without_rematch(
             p_clean,

@@ -7,7 +7,11 @@ from sklearn.metrics import roc_auc_score
 from cleanpairs.errors import NotFittedError, ParameterError
 from cleanpairs.methods import PairEmbeddings, available_methods, get_method
 
-FAST = {"similarity": {"epochs": 40, "batch_size": 64}}
+FAST = {
+    "similarity": {"epochs": 40, "batch_size": 64},
+    "ncr": {"batch_size": 32, "epochs": 4},
+    "crcl": {"batch_size": 16, "stages": "2,2,2,6"},
+}
 
 
 def synthetic_pairs(n_images=60, per_image=3, noise=0.3, seed=0, order=None):
