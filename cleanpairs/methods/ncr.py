@@ -97,7 +97,7 @@ class NCRScorer(PairScorer):
             choices=("infonce", "hinge"),
         ),
         "temperature": Param(float, 0.1, "InfoNCE temperature (loss=infonce)", low=0, low_open=True),
-        "warmup_epochs": Param(int, 1, "epochs of plain hinge (mean negatives) before splitting", low=0),
+        "warmup_epochs": Param(int, 1, "epochs on all pairs, unweighted, before the first split", low=0),
         "epochs": Param(int, 6, "co-training epochs after the warm-up", low=1),
         "margin": Param(float, 0.2, "hinge margin (alpha)", low=0, low_open=True),
         "soft_margin": Param(

@@ -40,9 +40,35 @@ def scores(small_flickr, cache_dir, tmp_path_factory):
 
 def test_methods_lists_the_registry():
     result = invoke("methods")
-    assert result.exit_code == 0 and result.stdout.startswith("similarity")
+    listed = [line.split()[0] for line in result.stdout.splitlines()]
+    assert result.exit_code == 0 and listed == ["crcl", "ncr", "similarity"]
     details = invoke("methods", "--details", "similarity")
     assert "epochs" in details.stdout and "an int in the range [1, inf)" in details.stdout
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("ncr", ["epochs=2", "batch_size=16", "soft_margin=linear"]), ("crcl", ["stages=1,1", "batch_size=16"])],
+)
+def test_score_with_a_robust_method_writes_the_contract(method, params, small_flickr, cache_dir, tmp_path):
+    out = tmp_path / "scores.parquet"
+    flags = [arg for p in params for arg in ("--param", p)]
+    result = invoke("score", small_flickr, "-o", out, "--method", method, "--cache-dir", cache_dir, *flags)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.num_rows == 60 and {"cp_p_clean", "cp_soft_label", "cp_status"} <= set(table.column_names)
+    info = invoke("info", out)
+    assert f"method: {method}" in info.stdout or method in info.stdout
+    details = invoke("methods", "--details", method)
+    assert "batch_size" in details.stdout
+
+
+def test_a_bad_crcl_schedule_is_one_line_and_exit_2(small_flickr, tmp_path):
+    out = tmp_path / "x.parquet"
+    result = invoke("score", small_flickr, "-o", out, "--method", "crcl", "--param", "stages=a")
+    assert result.exit_code == 2
+    assert "The 'stages' parameter of crcl must be comma-separated" in result.stderr
+    assert not out.exists()
 
 
 def test_info_summarises_a_scores_file(scores):
