@@ -36,7 +36,8 @@ def test_every_input_row_comes_back_untouched_with_cp_columns(noisy_flickr, scor
 def test_run_metadata_is_recorded(scored):
     meta = open_scores(scored.output)[1]
     assert meta.method == "similarity" and meta.encoder == "offline" and meta.seed == 0
-    assert meta.params["batch_size"] == 64 and meta.params["epochs"] == 10
+    # batch_size was given; epochs is the default, recorded too
+    assert meta.params["batch_size"] == 64 and meta.params["epochs"] == 2
     assert meta.rows == meta.scored_rows == 300
     assert 0.0 < meta.estimated_noise_rate < 1.0
     assert len(meta.input_fingerprint) == 40 and {"embed_s", "fit_s", "total_s"} <= set(meta.timings)
