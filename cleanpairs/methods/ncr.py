@@ -146,7 +146,7 @@ class NCRScorer(PairScorer):
                 for model in models:
                     model.run_epoch(self._warmup_loss(params), lr=lr_at(epoch, config.lr, params["lr_step"]))
             for epoch in range(epochs):
-                posteriors = [self._split(m, params) for m in models]
+                posteriors = [self._split(m, params, self.seed) for m in models]
                 state.update(p_clean=np.mean(posteriors, axis=0))
                 train_noisy = epoch >= params["noisy_from"] * epochs
                 for k, model in enumerate(models):
@@ -156,7 +156,7 @@ class NCRScorer(PairScorer):
                     subset = None if train_noisy else np.flatnonzero(clean)
                     loss = self._training_loss(models[1 - k], divided, clean, params)
                     model.run_epoch(loss, subset, lr=lr_at(warmup + epoch, config.lr, params["lr_step"]))
-            posteriors = [self._split(m, params) for m in models]
+            posteriors = [self._split(m, params, self.seed) for m in models]
         p_clean = np.mean(posteriors, axis=0).astype(np.float32)
         soft_label = self._final_labels(models, p_clean, split_clean(p_clean, params["p_threshold"]), params)
         similarity = np.mean([m.similarity() for m in models], axis=0)
@@ -176,12 +176,12 @@ class NCRScorer(PairScorer):
         return lambda b: info_nce(b.scores, params["temperature"], b.same_image)
 
     @staticmethod
-    def _split(model: HeadTrainer, params: dict[str, Any]) -> np.ndarray:
+    def _split(model: HeadTrainer, params: dict[str, Any], seed: int) -> np.ndarray:
         if params["loss"] == "hinge":
             losses = model.pair_statistic(lambda b: per_pair_loss(b, params["margin"]))
         else:
             losses = model.corpus_loss(params["temperature"])
-        return clean_posterior(losses, seed=0)
+        return clean_posterior(losses, seed=seed)
 
     @staticmethod
     def _training_loss(
@@ -211,6 +211,6 @@ class NCRScorer(PairScorer):
         predictions = [
             m.pair_statistic(lambda b: predict_correspondence(b.scores, margin, b.same_image)) for m in models
         ]
-        own, mean = predictions[0], np.mean(predictions, axis=0)
-        labels = np.where(clean, p_clean + (1 - p_clean) * own, mean)
-        return np.clip(labels, 0, 1).astype(np.float32)
+        own, mean = (torch.from_numpy(p) for p in (predictions[0], np.mean(predictions, axis=0)))
+        labels = rectify(torch.from_numpy(p_clean), own, mean, torch.from_numpy(clean))
+        return labels.clamp(0, 1).numpy().astype(np.float32)
