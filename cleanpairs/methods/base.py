@@ -178,6 +178,8 @@ class PairScorer:
     name: ClassVar[str]
     summary: ClassVar[str]
     params: ClassVar[dict[str, Param]] = {}
+    needs_trusted: ClassVar[bool] = False
+    """True for methods that learn from a small set of pairs known to be clean (MSCN)."""
 
     def __init__(self, *, seed: int = 0, device: str = "auto", **hyperparameters: Any) -> None:
         self.seed = seed
@@ -217,10 +219,20 @@ class PairScorer:
         """Every hyperparameter's value, defaults filled in (after checking them)."""
         return self.check_params(self.hyperparameters)
 
-    def fit(self, pairs: PairEmbeddings) -> PairScorer:
-        """Learn on ``pairs`` (the noisy corpus) and keep the per-pair results."""
+    def fit(self, pairs: PairEmbeddings, trusted: PairEmbeddings | None = None) -> PairScorer:
+        """Learn on ``pairs`` (the noisy corpus) and keep the per-pair results.
+
+        ``trusted`` holds pairs known to be clean, embedded like ``pairs``; methods with
+        ``needs_trusted`` require it, the others ignore it.
+        """
         if len(pairs) < 2:
             raise ParameterError(f"{self.name} needs at least 2 scorable pairs; got {len(pairs)}")
+        if self.needs_trusted and (trusted is None or len(trusted) < 2):
+            raise ParameterError(
+                f"{self.name} learns from a trusted set of clean pairs and none was given; "
+                "pass one with --meta trusted.parquet, or --meta-keys keys.txt for rows of the corpus itself"
+            )
+        self.trusted = trusted
         self.params_ = self.get_params()
         self.scores_ = self._fit(pairs, **self.params_)
         return self
