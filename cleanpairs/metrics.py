@@ -123,3 +123,47 @@ def retrieval_metrics(
             out[f"{name}_r{k}"] = float(100.0 * np.mean(ranks < k))
     out["rsum"] = float(sum(out.values()))
     return out
+
+
+def rematch_metrics(
+    rematch_index: np.ndarray,
+    rematch_score: np.ndarray,
+    pair_image: np.ndarray,
+    caption_image: np.ndarray,
+    *,
+    min_score: float = 0.0,
+) -> dict[str, float]:
+    """How right the proposed partners are, where the truth is known (injected noise).
+
+    Parameters
+    ----------
+    rematch_index, rematch_score
+        Each pair's proposed caption (a pair index, -1 for none) and its score.
+    pair_image
+        ``(n,)`` the image id of each pair.
+    caption_image
+        ``(n,)`` the image id each pair's caption was written for.
+    min_score
+        Only rematches scoring at least this count (an export's ``--rematch-thresh``).
+
+    Returns
+    -------
+    dict
+        ``accuracy``: the share of rematched pairs whose new caption was written for their
+        image; ``coverage``: the share of mismatched pairs that got a rematch; the counts
+        ``rematched`` and ``mismatched``.
+    """
+    index = np.asarray(rematch_index)
+    pair_image, caption_image = np.asarray(pair_image), np.asarray(caption_image)
+    score = np.asarray(rematch_score, dtype=np.float64)
+    if not (index.shape == score.shape == pair_image.shape == caption_image.shape):
+        raise ParameterError("rematch_index, rematch_score, pair_image and caption_image must align")
+    taken = (index >= 0) & (np.nan_to_num(score, nan=-np.inf) >= min_score)
+    mismatched = caption_image != pair_image
+    correct = caption_image[index[taken]] == pair_image[taken]
+    return {
+        "accuracy": float(correct.mean()) if taken.any() else float("nan"),
+        "coverage": float((taken & mismatched).sum() / max(mismatched.sum(), 1)),
+        "rematched": int(taken.sum()),
+        "mismatched": int(mismatched.sum()),
+    }

@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import cleanpairs
+from cleanpairs.core.rematch import check_rematch_params, rematch_pairs
 from cleanpairs.encoders import check_encoder_id, embed_corpus
-from cleanpairs.errors import InputError
+from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.io.atomic import refuse_overwrite
 from cleanpairs.io.scores import iter_batches, open_scores, write_scores
 from cleanpairs.io.tables import TABLE_SUFFIXES, read_pairs
@@ -54,12 +55,50 @@ def fit_method(
     *,
     seed: int = 0,
     device: str = "auto",
+    trusted: PairEmbeddings | None = None,
 ) -> tuple[PairScores, dict[str, Any]]:
     """Fit the named method on ``pairs``; return its scores and the parameters it used."""
     cls = get_method(method)
     scorer = cls(seed=seed, device=device, **(params or {}))
-    scorer.fit(pairs)
+    scorer.fit(pairs, trusted)
     return scorer.score(), scorer.params_
+
+
+REMATCH_DEFAULTS: dict[str, Any] = {"k": 10, "mass": 0.5, "threshold": 0.5, "block": 256}
+"""``score --rematch``'s settings unless given: candidates per image, transported share of
+the images' mass, the ``cp_p_clean`` below which a pair takes part, images per OT block."""
+
+
+def rematch_scores(
+    pairs: PairEmbeddings, scores: PairScores, settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Propose partners for the pairs below the threshold in the method's own space, in place.
+
+    Images and captions meet in the space of the method's trained heads (or the encoder's
+    when it is aligned and the method trained none); captions also meet captions in the text
+    encoder's space (see :func:`cleanpairs.core.rematch.rematch_pairs`).
+
+    Returns
+    -------
+    dict
+        The settings and counts, for the run metadata.
+    """
+    chosen = {**REMATCH_DEFAULTS, **(settings or {})}
+    if scores.heads is not None:
+        images = scores.heads.embed_images(pairs.images)
+        texts = scores.heads.embed_texts(pairs.texts)
+    elif pairs.aligned:
+        images, texts = pairs.images, pairs.texts
+    else:
+        raise ParameterError(
+            "this method trained no shared space and the encoder has none: nothing to rematch in"
+        )
+    found = rematch_pairs(
+        images, texts, pairs.image_index, scores.p_clean, caption_space=pairs.texts, **chosen
+    )
+    scores.rematch_index = found.index
+    scores.rematch_score = found.score
+    return found.info
 
 
 def _full_column(values: np.ndarray, rows: np.ndarray, n: int, dtype: pa.DataType) -> pa.Array:
@@ -116,6 +155,10 @@ def score_corpus(
     text_col: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    rematch: bool = False,
+    rematch_settings: dict[str, Any] | None = None,
+    meta_source: str | os.PathLike | None = None,
+    meta_keys: list[Any] | None = None,
 ) -> ScoreRun:
     """Read a corpus, embed it, fit a method, and write every row with its ``cp_*`` columns.
 
@@ -129,6 +172,12 @@ def score_corpus(
         A registered method and its hyperparameters (checked before any work starts).
     encoder
         ``offline``, ``openclip:ARCH/TAG``, ``openclip:ARCH:PATH`` or ``precomputed``.
+    rematch, rematch_settings
+        Propose a partner for every pair below the threshold (:func:`rematch_scores`);
+        settings override :data:`REMATCH_DEFAULTS`.
+    meta_source, meta_keys
+        A trusted set of clean pairs for the methods that learn from one (``mscn``): a table
+        with the corpus's columns, or keys of corpus rows.
 
     Raises
     ------
@@ -140,18 +189,48 @@ def score_corpus(
     method_cls = get_method(method)
     checked = method_cls.check_params(params or {})
     check_encoder_id(encoder)
+    if rematch:
+        check_rematch_params(**{**REMATCH_DEFAULTS, **(rematch_settings or {})})
+    if meta_source is not None and meta_keys is not None:
+        raise InputError("give the trusted set either as a table (--meta) or as keys (--meta-keys), not both")
+    if method_cls.needs_trusted and meta_source is None and meta_keys is None:
+        raise ParameterError(
+            f"{method} learns from a trusted set of clean pairs: pass --meta trusted.parquet, "
+            "or --meta-keys keys.txt naming rows of the corpus"
+        )
     out = Path(output) if output is not None else default_output(source)
     corpus = read_pairs(source, key_col=key_col, image_col=image_col, text_col=text_col)
     refuse_overwrite(out, corpus.sources)
+    meta_corpus = None
+    if meta_source is not None and method_cls.needs_trusted:
+        roles = corpus.roles
+        meta_corpus = read_pairs(meta_source, image_col=roles.image, text_col=roles.caption)
     timings["read_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
     embedded = embed_corpus(corpus, encoder, cache_dir=cache_dir, device=device, progress=progress)
+
+    trusted = None
+    if method_cls.needs_trusted:
+        if meta_corpus is not None:
+            trusted = embed_corpus(
+                meta_corpus, encoder, cache_dir=cache_dir, device=device, progress=progress
+            ).pairs
+        else:
+            trusted = _rows_with_keys(embedded.pairs, meta_keys or [])
     timings["embed_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    scores, used = fit_method(embedded.pairs, method, checked, seed=seed, device=device)
+    scores, used = fit_method(embedded.pairs, method, checked, seed=seed, device=device, trusted=trusted)
     timings["fit_s"] = time.perf_counter() - tick
+    extra: dict[str, Any] = {}
+    if trusted is not None:
+        extra["trusted_pairs"] = len(trusted)
+        extra["trusted_source"] = str(meta_source) if meta_source is not None else "corpus keys"
+    if rematch:
+        tick = time.perf_counter()
+        extra["rematch"] = rematch_scores(embedded.pairs, scores, rematch_settings)
+        timings["rematch_s"] = time.perf_counter() - tick
 
     columns = score_columns(scores, embedded.rows, embedded.status, corpus.keys())
     noise = float(np.mean(1.0 - scores.p_clean)) if len(scores.p_clean) else None
@@ -174,12 +253,28 @@ def score_corpus(
             "image_base": str(corpus.sources[0].parent.resolve()),
             "encoded": embedded.encoded,
             **scores.info,
+            **extra,
         },
     )
     tick = time.perf_counter()
     write_scores(corpus.table, columns, meta, out)
     meta.timings = {**timings, "write_s": time.perf_counter() - tick, "total_s": time.perf_counter() - start}
     return ScoreRun(out, meta, embedded.encoded, dict(Counter(embedded.status)), scores)
+
+
+def _rows_with_keys(pairs: PairEmbeddings, keys: list[Any]) -> PairEmbeddings:
+    """The scored pairs whose keys are listed (keys read from a text file arrive as strings)."""
+    wanted = {str(k) for k in keys}
+    rows = np.flatnonzero([str(k) in wanted for k in pairs.keys])
+    if len(rows) < len(wanted):
+        found = {str(pairs.keys[r]) for r in rows}
+        missing = sorted(wanted - found)
+        raise InputError(
+            f"{len(missing)} trusted key(s) name no scored row of the corpus, e.g. {missing[0]!r}"
+        )
+    return PairEmbeddings(
+        pairs.images, pairs.texts[rows], pairs.image_index[rows], pairs.keys[rows], pairs.aligned
+    )
 
 
 @dataclass

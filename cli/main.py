@@ -105,8 +105,27 @@ def score(
         Path | None, typer.Option(help="Embedding cache [default: ~/.cache/cleanpairs].")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars (only on a terminal).")] = True,
+    rematch: Annotated[
+        bool, typer.Option(help="Propose a new caption for the image of every pair below the threshold.")
+    ] = False,
+    rematch_k: Annotated[int, typer.Option(help="Candidate captions per image (faiss neighbours).")] = 10,
+    rematch_mass: Annotated[
+        float, typer.Option(help="Share of the mismatched images' mass the partial transport moves.")
+    ] = 0.5,
+    rematch_below: Annotated[
+        float, typer.Option(help="Pairs with cp_p_clean below this take part in rematching.")
+    ] = 0.5,
+    meta: Annotated[
+        Path | None,
+        typer.Option(help="Trusted clean pairs (same columns as the corpus) for methods that need them."),
+    ] = None,
+    meta_keys: Annotated[
+        Path | None,
+        typer.Option(help="Text file of corpus keys, one per line, that are trusted clean pairs."),
+    ] = None,
 ) -> None:
     """Score every pair's correspondence and write the corpus with cp_* columns."""
+    from cleanpairs.io.tables import read_keys
     from cleanpairs.methods import DEFAULT_METHOD
     from cleanpairs.pipeline import score_corpus
 
@@ -123,6 +142,10 @@ def score(
         text_col=text_col,
         cache_dir=cache_dir,
         progress=progress,
+        rematch=rematch,
+        rematch_settings={"k": rematch_k, "mass": rematch_mass, "threshold": rematch_below},
+        meta_source=meta,
+        meta_keys=read_keys(meta_keys) if meta_keys is not None else None,
     )
     meta = run.meta
     problems = {k: v for k, v in run.status_counts.items() if k != "ok"}
@@ -131,6 +154,11 @@ def score(
     )
     for reason, count in sorted(problems.items(), key=lambda kv: -kv[1]):
         typer.echo(f"  not scored: {count} x {reason}")
+    if "rematch" in meta.extra:
+        found = meta.extra["rematch"]
+        typer.echo(
+            f"rematched {found['rematched']} of {found['candidates']} pairs below {found['threshold']}"
+        )
     typer.echo(
         f"estimated noise rate {_percent(meta.estimated_noise_rate)}; encoded "
         f"{run.encoded.get('images', 0)} images and {run.encoded.get('texts', 0)} captions "
@@ -164,12 +192,28 @@ def export(
     format: Annotated[str, typer.Option("--format", help="parquet or webdataset.")] = "parquet",
     thresh: Annotated[float, typer.Option(help="Export rows with cp_p_clean >= THRESH.")] = 0.5,
     shard_rows: Annotated[int, typer.Option(help="Pairs per shard.")] = 10_000,
+    rematch: Annotated[
+        bool, typer.Option(help="Also write rejected images with their rematched caption (cp_rematched).")
+    ] = False,
+    rematch_thresh: Annotated[
+        float, typer.Option(help="Write a rematched pair only where cp_rematch_score >= this.")
+    ] = 0.15,
 ) -> None:
-    """Write the kept pairs as parquet shards or webdataset tar shards."""
+    """Write the kept pairs (and, with --rematch, the corrected ones) as parquet or webdataset shards."""
     from cleanpairs.io.export import export_scores
 
-    counts = export_scores(scores, output, format=format, thresh=thresh, shard_rows=shard_rows)
+    counts = export_scores(
+        scores,
+        output,
+        format=format,
+        thresh=thresh,
+        shard_rows=shard_rows,
+        rematch=rematch,
+        rematch_thresh=rematch_thresh,
+    )
     typer.echo(f"exported {counts.rows} pairs in {counts.shards} {format} shards -> {output}")
+    if rematch:
+        typer.echo(f"  {counts.rematched} of them rematched (cp_rematch_score >= {rematch_thresh})")
     if counts.failed:
         typer.echo(f"  {counts.failed} kept rows had unreadable images and were left out", err=True)
 

@@ -27,12 +27,17 @@ def flickr_slice(n_images: int, *, split: str = "train", offset: int = 0) -> pa.
     return table.set_column(table.schema.get_field_index("image"), "image", pa.array(paths))
 
 
-def with_shuffled_captions(table: pa.Table, rate: float, seed: int = 0) -> pa.Table:
-    """``table`` with a ``rate`` fraction of captions shuffled and the truth in ``is_clean``."""
-    noise = shuffle_captions(np.array(table.column("image_id").to_pylist()), rate, seed=seed)
+def with_shuffled_captions(table: pa.Table, rate: float, seed: int = 0, *, source: bool = False) -> pa.Table:
+    """``table`` with a ``rate`` fraction of captions shuffled and the truth in ``is_clean``
+    (and, with ``source``, the image each caption was written for in ``caption_image_id``)."""
+    ids = np.array(table.column("image_id").to_pylist())
+    noise = shuffle_captions(ids, rate, seed=seed)
     captions = np.array(table.column("caption").to_pylist(), dtype=object)[noise.caption_source]
     table = table.set_column(table.schema.get_field_index("caption"), "caption", pa.array(captions.tolist()))
-    return table.append_column("is_clean", pa.array(noise.is_clean))
+    table = table.append_column("is_clean", pa.array(noise.is_clean))
+    if source:
+        table = table.append_column("caption_image_id", pa.array(ids[noise.caption_source].tolist()))
+    return table
 
 
 @pytest.fixture(scope="session")

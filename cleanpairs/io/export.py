@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -19,9 +20,18 @@ from cleanpairs.errors import InputError
 from cleanpairs.io.atomic import atomic_output, refuse_overwrite
 from cleanpairs.io.images import ImageProblem, decode_image, read_image_bytes
 from cleanpairs.io.scores import iter_batches, keep_mask, open_scores
-from cleanpairs.schema import P_CLEAN, ROW_NUMBER_KEY, SIMILARITY, RunMetadata
+from cleanpairs.schema import (
+    P_CLEAN,
+    REMATCH_KEY,
+    REMATCH_SCORE,
+    ROW_NUMBER_KEY,
+    SIMILARITY,
+    RunMetadata,
+)
 
 EXPORT_FORMATS = ("parquet", "webdataset")
+REMATCHED = "cp_rematched"
+"""Export column: true where the row's caption was replaced by its rematched partner's."""
 
 
 @dataclass(frozen=True)
@@ -31,11 +41,10 @@ class ExportCounts:
     rows: int
     shards: int
     failed: int
+    rematched: int = 0
 
 
-def _kept_rows(
-    source: str | os.PathLike, thresh: float
-) -> tuple[Iterator[pa.RecordBatch], RunMetadata]:
+def _kept_rows(source: str | os.PathLike, thresh: float) -> tuple[Iterator[pa.RecordBatch], RunMetadata]:
     handle, meta = open_scores(source)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -43,6 +52,74 @@ def _kept_rows(
             kept = batch.filter(keep_mask(batch, thresh))
             if kept.num_rows:
                 yield kept
+
+    return batches(), meta
+
+
+def rematch_mask(batch: pa.RecordBatch, thresh: float, rematch_thresh: float) -> pa.BooleanArray:
+    """Rows not kept whose rematch partner scored at least ``rematch_thresh``."""
+    dropped = pc.invert(keep_mask(batch, thresh))
+    confident = pc.fill_null(
+        pc.greater_equal(batch.column(REMATCH_SCORE), pa.scalar(rematch_thresh, pa.float32())), False
+    )
+    return pc.and_(pc.and_(dropped, confident), pc.is_valid(batch.column(REMATCH_KEY)))
+
+
+def _row_keys(batch: pa.RecordBatch, key_col: str, offset: int) -> pa.Array:
+    if key_col == ROW_NUMBER_KEY:
+        return pa.array(range(offset, offset + batch.num_rows), pa.int64())
+    return batch.column(key_col)
+
+
+def _partner_captions(
+    handle: pq.ParquetFile, meta: RunMetadata, thresh: float, rematch_thresh: float
+) -> dict:
+    """The captions the rematched rows will take, by key: two passes over the file, holding
+    only the partners' captions (one per rematched row) in memory."""
+    key_col, caption_col = meta.roles.get("key"), meta.roles.get("caption")
+    wanted: set = set()
+    for batch in iter_batches(handle, columns=[P_CLEAN, REMATCH_KEY, REMATCH_SCORE]):
+        wanted.update(
+            batch.column(REMATCH_KEY).filter(rematch_mask(batch, thresh, rematch_thresh)).to_pylist()
+        )
+    captions: dict = {}
+    if not wanted:
+        return captions
+    columns = [caption_col] + ([] if key_col == ROW_NUMBER_KEY else [key_col])
+    offset = 0
+    for batch in iter_batches(handle, columns=columns):
+        keys = _row_keys(batch, key_col, offset)
+        offset += batch.num_rows
+        hit = pc.is_in(keys, value_set=pa.array(list(wanted), keys.type))
+        picked = zip(
+            keys.filter(hit).to_pylist(), batch.column(caption_col).filter(hit).to_pylist(), strict=True
+        )
+        captions.update(picked)
+    return captions
+
+
+def _kept_and_rematched_rows(
+    source: str | os.PathLike, thresh: float, rematch_thresh: float
+) -> tuple[Iterator[pa.RecordBatch], RunMetadata]:
+    handle, meta = open_scores(source)
+    caption_col = meta.roles.get("caption")
+    if caption_col is None:
+        raise InputError("a rematched export needs the corpus's caption column")
+    captions = _partner_captions(handle, meta, thresh, rematch_thresh)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in iter_batches(handle):
+            kept, moved = keep_mask(batch, thresh), rematch_mask(batch, thresh, rematch_thresh)
+            partners = [captions.get(k) for k in batch.column(REMATCH_KEY).to_pylist()]
+            caption_at = batch.schema.get_field_index(caption_col)
+            new_caption = pc.if_else(
+                moved, pa.array(partners, batch.column(caption_at).type), batch.column(caption_at)
+            )
+            batch = batch.set_column(caption_at, caption_col, new_caption)
+            batch = batch.append_column(REMATCHED, moved)
+            out = batch.filter(pc.or_(kept, moved))
+            if out.num_rows:
+                yield out
 
     return batches(), meta
 
@@ -71,8 +148,14 @@ def export_scores(
     format: str = "parquet",
     thresh: float = 0.5,
     shard_rows: int = 10_000,
+    rematch: bool = False,
+    rematch_thresh: float = 0.15,
 ) -> ExportCounts:
     """Write the pairs of a scores file with ``cp_p_clean >= thresh`` as shards in ``out_dir``.
+
+    With ``rematch``, the rows below ``thresh`` whose ``cp_rematch_score`` reaches
+    ``rematch_thresh`` are written too, with their image and their rematched partner's
+    caption; the column ``cp_rematched`` says which rows these are.
 
     ``parquet`` writes ``part-00000.parquet``, ... with every column of the scores file.
     ``webdataset`` writes img2dataset's layout: ``00000.tar`` holding ``{key}.jpg``,
@@ -94,7 +177,12 @@ def export_scores(
     refuse_overwrite(out_dir, [source])
     if Path(out_dir).is_file():
         raise InputError(f"{out_dir} is a file; export writes a folder of shards")
-    batches, meta = _kept_rows(source, thresh)
+    if rematch and not rematch_thresh >= 0:
+        raise InputError(f"--rematch-thresh must be at least 0; got {rematch_thresh}")
+    if rematch:
+        batches, meta = _kept_and_rematched_rows(source, thresh, rematch_thresh)
+    else:
+        batches, meta = _kept_rows(source, thresh)
     with atomic_output(out_dir, directory=True) as tmp:
         if format == "parquet":
             counts = _write_parquet_shards(batches, tmp, shard_rows)
@@ -104,11 +192,18 @@ def export_scores(
 
 
 def _write_parquet_shards(batches: Iterator[pa.RecordBatch], folder: Path, shard_rows: int) -> ExportCounts:
-    shards = rows = 0
+    shards = rows = rematched = 0
     for shards, table in enumerate(_rebatch(batches, shard_rows), start=1):
         pq.write_table(table, folder / f"part-{shards - 1:05d}.parquet")
         rows += table.num_rows
-    return ExportCounts(rows=rows, shards=shards, failed=0)
+        rematched += _rematched_in(table)
+    return ExportCounts(rows=rows, shards=shards, failed=0, rematched=rematched)
+
+
+def _rematched_in(table: pa.Table) -> int:
+    if REMATCHED not in table.column_names:
+        return 0
+    return int(pc.sum(table.column(REMATCHED)).as_py() or 0)
 
 
 def _as_jpeg(data: bytes) -> tuple[bytes, int, int]:
@@ -149,9 +244,10 @@ def _write_webdataset_shards(
     if image_col is None or caption_col is None:
         raise InputError("webdataset export needs the image and caption columns of the corpus")
     base = Path(meta.extra.get("image_base", "."))
-    shards = rows = failed = 0
+    shards = rows = failed = rematched = 0
     for shard, table in enumerate(_rebatch(batches, shard_rows)):
         shards += 1
+        rematched += _rematched_in(table)
         records = []
         start = time.time()
         with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
@@ -192,4 +288,4 @@ def _write_webdataset_shards(
             "duration": time.time() - start,
         }
         (folder / f"{shard:05d}_stats.json").write_text(json.dumps(stats))
-    return ExportCounts(rows=rows, shards=shards, failed=failed)
+    return ExportCounts(rows=rows, shards=shards, failed=failed, rematched=rematched)

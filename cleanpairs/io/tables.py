@@ -184,9 +184,7 @@ def read_pairs(
         raise InputError(f"{os.fspath(source)} has zero rows")
     roles = resolve_roles(table.schema, key_col=key_col, image_col=image_col, text_col=text_col)
     check_keys(table, roles)
-    source_index = np.repeat(
-        np.arange(len(tables), dtype=np.int32), [t.num_rows for t in tables]
-    )
+    source_index = np.repeat(np.arange(len(tables), dtype=np.int32), [t.num_rows for t in tables])
     return Corpus(table=table, roles=roles, sources=sources, source_index=source_index)
 
 
@@ -218,3 +216,18 @@ def write_image_corpus(
     with atomic_output(target) as tmp:
         pq.write_table(table, tmp)
     return target
+
+
+def read_keys(path: str | os.PathLike) -> list[str]:
+    """Keys listed one per line in a text file (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a UTF-8 text file of keys, one per line") from None
+    keys = [line.strip() for line in lines if line.strip()]
+    if not keys:
+        raise InputError(f"{path} lists no keys")
+    return keys

@@ -1,0 +1,260 @@
+"""Rematching: propose a new caption for each image of a mismatched pair.
+
+The images and captions of the pairs taken as noisy are matched to each other by partial
+optimal transport (POT): every noisy pair's image sends one unit of mass, every noisy
+caption can receive one, only a fraction ``mass`` of the images' mass moves (an image
+without a fitting caption in the corpus keeps none), and a caption may never go back to
+its own image. A dense plan over all noisy pairs would be quadratic in N; here each image
+may only send mass to its ``k`` nearest captions (faiss), and the images are solved a
+block at a time, each block over the union of its candidates, with the captions' spent
+capacity carried from block to block. Cost and memory grow with N x k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ot
+
+from cleanpairs.core.candidates import nearest_items, normalize_rows
+from cleanpairs.errors import ParameterError
+
+UNREACHABLE = 1e3
+"""Cost of an image-caption pair outside the candidate lists: far above any 1 - cosine."""
+
+
+@dataclass
+class Rematch:
+    """Proposed partners, one entry per pair of the corpus.
+
+    Attributes
+    ----------
+    index
+        ``(n,)`` int64: the pair whose caption is proposed for this pair's image; -1 for none.
+    score
+        ``(n,)`` float32 >= 0, NaN where ``index`` is -1: how far the proposed caption beats
+        the image's next candidate in hubness-corrected similarity. Wrong rematches are
+        mostly near-ties; a threshold on this score trades coverage for accuracy.
+    similarity
+        ``(n,)`` float32 cosine of the image and its proposed caption, NaN where none.
+    info
+        What was run (k, mass, threshold, block, counts), for the run metadata.
+    """
+
+    index: np.ndarray
+    score: np.ndarray
+    similarity: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def forbid_own_image(
+    candidates: np.ndarray, query_images: np.ndarray, caption_images: np.ndarray
+) -> np.ndarray:
+    """Candidate lists with every caption of the query's own image replaced by -1."""
+    own = (candidates >= 0) & (caption_images[np.maximum(candidates, 0)] == query_images[:, None])
+    return np.where(own, -1, candidates)
+
+
+def transport_block(cost: np.ndarray, capacity: np.ndarray, mass: float) -> np.ndarray:
+    """Partial OT of one block: each row sends at most 1, column ``j`` receives at most
+    ``capacity[j]``, and ``mass`` of the rows' total moves (less if the columns cannot take it).
+
+    Returns
+    -------
+    numpy.ndarray
+        The transport plan, ``cost``'s shape.
+    """
+    rows = np.ones(cost.shape[0], dtype=np.float64)
+    moved = float(np.floor(min(mass * cost.shape[0], capacity.sum())))
+    if moved <= 0:
+        return np.zeros_like(cost)
+    plan = ot.partial.partial_wasserstein(rows, capacity.astype(np.float64), cost, m=moved)
+    return np.asarray(plan)
+
+
+def order_by_first_choice(candidates: np.ndarray) -> np.ndarray:
+    """An order of the queries that puts those whose best candidate is the same caption in
+    the same block, so that they compete for it inside one transport problem."""
+    first = np.where(candidates[:, 0] >= 0, candidates[:, 0], np.iinfo(np.int64).max)
+    return np.argsort(first, kind="stable")
+
+
+def check_rematch_params(k: int, mass: float, threshold: float, block: int) -> None:
+    """One sentence per bad value, in the style of the method parameters."""
+    if not (isinstance(k, int | np.integer) and k >= 1):
+        raise ParameterError(f"The rematch 'k' must be an int in the range [1, inf). Got {k!r} instead.")
+    if not 0 < mass <= 1:
+        raise ParameterError(f"The rematch 'mass' must be a float in the range (0, 1]. Got {mass!r} instead.")
+    if not 0 <= threshold <= 1:
+        raise ParameterError(
+            f"The rematch 'threshold' must be a float in the range [0, 1]. Got {threshold!r} instead."
+        )
+    if not (isinstance(block, int | np.integer) and block >= 2):
+        raise ParameterError(
+            f"The rematch 'block' must be an int in the range [2, inf). Got {block!r} instead."
+        )
+
+
+def describe_images(
+    images: np.ndarray, texts: np.ndarray, image_index: np.ndarray, kept: np.ndarray, caption_weight: float
+) -> np.ndarray:
+    """Each image as it is seen when looking for its caption: its own embedding plus
+    ``caption_weight`` times the mean of the captions kept for it (zero when none is).
+
+    Captions of one image describe the same scene, so a caption written for an image is
+    closer to that image's other captions than to most images (text to text is the stronger
+    signal with separately trained encoders).
+    """
+    kept_sum = np.zeros_like(images)
+    np.add.at(kept_sum, image_index[kept], texts[kept])
+    return images + caption_weight * normalize_rows(kept_sum)
+
+
+def hubness_corrected(
+    similarity: np.ndarray, query_hub: np.ndarray, item_hub: np.ndarray, candidates: np.ndarray
+) -> np.ndarray:
+    """CSLS: ``2 s - r_query - r_item``, where ``r`` is a point's mean similarity to its
+    nearest neighbours on the other side. Generic captions ("a dog runs") sit close to many
+    images; this keeps them from taking every image's first place."""
+    return 2 * similarity - query_hub[:, None] - item_hub[np.maximum(candidates, 0)]
+
+
+def rematch_pairs(
+    images: np.ndarray,
+    texts: np.ndarray,
+    image_index: np.ndarray,
+    p_clean: np.ndarray,
+    *,
+    k: int = 10,
+    mass: float = 0.8,
+    threshold: float = 0.5,
+    block: int = 256,
+    caption_weight: float = 1.0,
+    caption_space: np.ndarray | None = None,
+    use_gpu: bool = False,
+) -> Rematch:
+    """Propose a caption of another noisy pair for the image of every pair below ``threshold``.
+
+    Parameters
+    ----------
+    images, texts, image_index
+        Embeddings in one shared space (a method's trained heads, or an aligned encoder):
+        ``(n_images, d)``, ``(n, d)`` and each pair's image row.
+    p_clean
+        ``(n,)`` clean posteriors; pairs below ``threshold`` take part, as images and as captions.
+    k
+        Candidate captions per image (faiss nearest neighbours).
+    mass
+        The fraction of the images' mass that is transported.
+    block
+        Images per transport problem.
+    caption_weight
+        Weight of the captions kept for an image in its description (:func:`describe_images`).
+    caption_space
+        ``(n, d')`` caption embeddings in which captions are compared with captions (the
+        text encoder's own, typically). Without it the shared space serves both comparisons.
+
+    Returns
+    -------
+    Rematch
+        Partners for every pair (-1 / NaN for pairs that took no part or got none); the score
+        is the margin by which the proposed caption beats the image's next candidate in
+        hubness-corrected similarity (:func:`hubness_corrected`), 0 when it is only tied.
+    """
+    check_rematch_params(k, mass, threshold, block)
+    n = len(texts)
+    image_index = np.asarray(image_index, dtype=np.int64)
+    p_clean = np.asarray(p_clean, dtype=np.float64)
+    images, texts = normalize_rows(images), normalize_rows(texts)
+    if caption_space is not None:
+        # Image-to-caption in the shared space, caption-to-caption in the text encoder's:
+        # one inner product over the joined rows is (half) the sum of the two cosines.
+        captions = normalize_rows(caption_space)
+        images = np.hstack([images, np.zeros((len(images), captions.shape[1]), np.float32)])
+        texts = normalize_rows(np.hstack([texts, captions]))
+    result = Rematch(
+        index=np.full(n, -1, dtype=np.int64),
+        score=np.full(n, np.nan, dtype=np.float32),
+        similarity=np.full(n, np.nan, dtype=np.float32),
+        info={
+            "k": int(k),
+            "mass": float(mass),
+            "threshold": float(threshold),
+            "block": int(block),
+            "caption_weight": float(caption_weight),
+        },
+    )
+    noisy = np.flatnonzero(p_clean < threshold)
+    result.info.update(candidates=len(noisy), rematched=0)
+    if len(noisy) < 2:
+        return result
+
+    described = describe_images(images, texts, image_index, p_clean >= threshold, caption_weight)
+    noisy_images = image_index[noisy]
+    # Captions of the query's own image are forbidden; fetch enough extra neighbours to drop them.
+    most_per_image = int(np.bincount(noisy_images).max())
+    sims, cands = nearest_items(
+        described[noisy_images], texts[noisy], k + most_per_image, use_gpu=use_gpu, normalize=False
+    )
+    cands = forbid_own_image(cands, noisy_images, noisy_images)
+    keep = np.argsort(cands < 0, axis=1, kind="stable")[:, :k]
+    cands = np.take_along_axis(cands, keep, axis=1)
+    sims = np.take_along_axis(sims, keep, axis=1)
+    listed = cands >= 0
+    query_hub = np.where(listed, sims, 0).sum(1) / np.maximum(listed.sum(1), 1)
+    back, _ = nearest_items(texts[noisy], described[noisy_images], k, use_gpu=use_gpu, normalize=False)
+    caption_hub = back.mean(axis=1)
+    adjusted = np.where(listed, hubness_corrected(sims, query_hub, caption_hub, cands), -np.inf)
+
+    capacity = np.ones(len(noisy), dtype=np.float64)
+    partner = np.full(len(noisy), -1, dtype=np.int64)
+    finite = adjusted[listed]
+    top = float(finite.max()) if finite.size else 0.0
+    order = order_by_first_choice(cands)
+    for start in range(0, len(order), block):
+        queries = order[start : start + block]
+        partner[queries] = _solve_block(cands[queries], top - adjusted[queries], capacity, mass)
+
+    matched = np.flatnonzero(partner >= 0)
+    chosen = cands[matched] == partner[matched, None]
+    best = adjusted[matched][chosen]
+    runner_up = np.where(chosen, -np.inf, adjusted[matched]).max(axis=1)
+    margin = np.where(np.isfinite(runner_up), best - runner_up, best - adjusted[matched].min(axis=1))
+    rows, captions = noisy[matched], noisy[partner[matched]]
+    result.index[rows] = captions
+    result.score[rows] = np.maximum(margin, 0)
+    shared = slice(0, images.shape[1] - (0 if caption_space is None else caption_space.shape[1]))
+    result.similarity[rows] = np.einsum(
+        "ij,ij->i", images[image_index[rows], shared], texts[captions, shared]
+    ) / np.linalg.norm(texts[captions, shared], axis=1)
+    result.info["rematched"] = len(matched)
+    return result
+
+
+def _solve_block(
+    candidates: np.ndarray, cost_of: np.ndarray, capacity: np.ndarray, mass: float
+) -> np.ndarray:
+    """Transport one block of images onto the union of their candidates; update ``capacity``.
+
+    Returns each image's partner (a column of ``capacity``) or -1.
+    """
+    partner = np.full(len(candidates), -1, dtype=np.int64)
+    listed = candidates >= 0
+    columns = np.unique(candidates[listed])
+    columns = columns[capacity[columns] > 1e-9]
+    if len(columns) == 0:
+        return partner
+    position = np.minimum(np.searchsorted(columns, np.maximum(candidates, 0)), len(columns) - 1)
+    valid = listed & (columns[position] == candidates)
+    cost = np.full((len(candidates), len(columns)), UNREACHABLE)
+    rows = np.broadcast_to(np.arange(len(candidates))[:, None], candidates.shape)
+    cost[rows[valid], position[valid]] = cost_of[valid]
+    plan = transport_block(cost, capacity[columns], mass)
+    # Mass on an unlisted pair only appears when the listed ones cannot carry it; it is dropped.
+    plan[cost >= UNREACHABLE] = 0.0
+    capacity[columns] = np.maximum(capacity[columns] - plan.sum(axis=0), 0.0)
+    took = plan.max(axis=1) > 0.5
+    partner[took] = columns[plan.argmax(axis=1)[took]]
+    return partner
