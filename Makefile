@@ -32,6 +32,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/foundation.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/rematch.py
 	$(BIN)/python benchmarks/trainers.py --out docs/benchmarks.md
 
 clean:

@@ -62,8 +62,13 @@ def encoder_throughput(n_images: int = 256, n_texts: int = 4096, repeats: int = 
 
     def ours_images() -> None:
         with tempfile.TemporaryDirectory() as cache:
-            encode_images_cached(enc, EmbeddingCache(cache, "bench", "images"), digests,
-                                 lambda d: read_image_bytes(by_digest[d]), progress=False)
+            encode_images_cached(
+                enc,
+                EmbeddingCache(cache, "bench", "images"),
+                digests,
+                lambda d: read_image_bytes(by_digest[d]),
+                progress=False,
+            )
 
     def bare_texts() -> None:
         for i in range(0, len(captions), TEXT_BATCH):
@@ -71,8 +76,9 @@ def encoder_throughput(n_images: int = 256, n_texts: int = 4096, repeats: int = 
 
     def ours_texts() -> None:
         with tempfile.TemporaryDirectory() as cache:
-            encode_texts_cached(enc, EmbeddingCache(cache, "bench", "texts"), captions,
-                                batch_size=TEXT_BATCH, progress=False)
+            encode_texts_cached(
+                enc, EmbeddingCache(cache, "bench", "texts"), captions, batch_size=TEXT_BATCH, progress=False
+            )
 
     # Alternate the two and keep each one's best of `repeats`, so that a slow moment of the
     # machine does not land on one side only.
@@ -127,7 +133,10 @@ def _noisy(
         train.schema.get_field_index("caption"), "caption", pa.array(captions[noise.caption_source].tolist())
     )
     path = work / f"train-noise-{rate}.parquet"
-    pq.write_table(table.append_column("is_clean", pa.array(noise.is_clean)), path)
+    table = table.append_column("is_clean", pa.array(noise.is_clean))
+    # The photo each caption was written for: the truth behind rematch accuracy.
+    table = table.append_column("caption_image_id", pa.array(ids[noise.caption_source].tolist()))
+    pq.write_table(table, path)
     return path
 
 
@@ -283,8 +292,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--rates", default="0.2,0.4,0.6,0.8")
     parser.add_argument("--filter-rows", default="1000000,10000000")
-    parser.add_argument("--only", default="throughput,similarity,filter",
-                        help="sections to run again; the others are kept from the last run's JSON")
+    parser.add_argument(
+        "--only",
+        default="throughput,similarity,filter",
+        help="sections to run again; the others are kept from the last run's JSON",
+    )
     args = parser.parse_args()
     raw = args.out.with_suffix(".json")
     results = json.loads(raw.read_text()) if raw.exists() else {}

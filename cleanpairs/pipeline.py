@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import cleanpairs
-from cleanpairs.core.rematch import check_rematch_params, rematch_pairs
+from cleanpairs.core.rematch import REMATCH_DEFAULTS, check_rematch_params, rematch_pairs
 from cleanpairs.encoders import check_encoder_id, embed_corpus
 from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.io.atomic import refuse_overwrite
@@ -62,11 +62,6 @@ def fit_method(
     scorer = cls(seed=seed, device=device, **(params or {}))
     scorer.fit(pairs, trusted)
     return scorer.score(), scorer.params_
-
-
-REMATCH_DEFAULTS: dict[str, Any] = {"k": 10, "mass": 0.5, "threshold": 0.5, "block": 256}
-"""``score --rematch``'s settings unless given: candidates per image, transported share of
-the images' mass, the ``cp_p_clean`` below which a pair takes part, images per OT block."""
 
 
 def rematch_scores(

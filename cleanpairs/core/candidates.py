@@ -5,8 +5,10 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-EXACT_UP_TO = 50_000
-"""Below this many items a flat (exact) index is both faster to build and exact."""
+EXACT_UP_TO = 20_000
+"""Up to this many items a flat (exact) index is both fast enough and exact."""
+PROBES = 16
+"""Inverted lists searched per query in the approximate index."""
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -19,18 +21,28 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 def build_index(
     items: np.ndarray, *, exact_up_to: int = EXACT_UP_TO, use_gpu: bool = False, normalize: bool = True
 ) -> faiss.Index:
-    """An inner-product index (over unit rows when ``normalize``): flat when small, HNSW
-    (log-time search) when large."""
+    """An inner-product index (over unit rows when ``normalize``): flat (exact) when small,
+    inverted lists when large.
+
+    The inverted index has about ``4 sqrt(n)`` lists (faiss's rule of thumb), trained on a
+    sample of 39 to 64 points per list, so a query scans ``O(sqrt(n))`` items instead of
+    ``n``. (HNSW searches faster still, but building it over 200,000 rows took minutes on
+    two cores.)"""
     items = normalize_rows(items) if normalize else np.ascontiguousarray(items, dtype=np.float32)
     d = items.shape[1]
     if len(items) <= exact_up_to:
         index = faiss.IndexFlatIP(d)
         if use_gpu and faiss.get_num_gpus() > 0:  # pragma: no cover - CPU-only machines
             index = faiss.index_cpu_to_all_gpus(index)
-    else:
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 64
+        index.add(items)
+        return index
+    # faiss wants at least 39 training points per list.
+    lists = max(1, min(int(4 * np.sqrt(len(items))), len(items) // 39))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(0).choice(len(items), min(len(items), 64 * lists), replace=False)
+    index.train(items[np.sort(sample)])
     index.add(items)
+    index.nprobe = PROBES
     return index
 
 
@@ -55,8 +67,6 @@ def nearest_items(
     if k == 0 or len(queries) == 0:
         return np.zeros((len(queries), k), np.float32), np.full((len(queries), k), -1, np.int64)
     index = build_index(items, exact_up_to=exact_up_to, use_gpu=use_gpu, normalize=normalize)
-    if isinstance(index, faiss.IndexHNSWFlat):
-        index.hnsw.efSearch = max(64, 2 * k)
     queries = normalize_rows(queries) if normalize else np.ascontiguousarray(queries, dtype=np.float32)
     similarity, found = index.search(queries, k)
     return similarity.astype(np.float32), found.astype(np.int64)

@@ -21,6 +21,10 @@ import ot
 from cleanpairs.core.candidates import nearest_items, normalize_rows
 from cleanpairs.errors import ParameterError
 
+REMATCH_DEFAULTS = {"k": 10, "mass": 0.5, "threshold": 0.5, "block": 128}
+"""Candidates per image, transported share of the mismatched images' mass, the ``p_clean``
+below which a pair takes part, images per transport problem."""
+
 UNREACHABLE = 1e3
 """Cost of an image-caption pair outside the candidate lists: far above any 1 - cosine."""
 
@@ -128,9 +132,9 @@ def rematch_pairs(
     p_clean: np.ndarray,
     *,
     k: int = 10,
-    mass: float = 0.8,
+    mass: float = 0.5,
     threshold: float = 0.5,
-    block: int = 256,
+    block: int = 128,
     caption_weight: float = 1.0,
     caption_space: np.ndarray | None = None,
     use_gpu: bool = False,

@@ -128,12 +128,12 @@ def test_forbid_own_image_blanks_only_the_queries_own_captions():
     assert out.tolist() == [[-1, 1, -1], [2, -1, 0]]
 
 
-def test_the_graph_index_finds_nearly_what_the_exact_one_does():
+def test_the_inverted_index_finds_nearly_what_the_exact_one_does():
     rng = np.random.default_rng(0)
     items = rng.normal(size=(3000, 16)).astype(np.float32)
     queries = items[:200] + 0.1 * rng.normal(size=(200, 16)).astype(np.float32)
     _, exact = nearest_items(queries, items, 5)
-    _, graph = nearest_items(queries, items, 5, exact_up_to=100)
-    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact, graph, strict=True)])
+    _, approx = nearest_items(queries, items, 5, exact_up_to=100)
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact, approx, strict=True)])
     assert overlap > 0.9
     assert np.all(exact[:, 0] == np.arange(200))
