@@ -120,7 +120,7 @@ def main() -> None:
     results = ROOT / "docs" / "benchmarks.json"
     data = json.loads(results.read_text()) if results.exists() else {}
     data["rematch_scale"] = rows
-    results.write_text(json.dumps(data, indent=2) + "\n")
+    results.write_text(json.dumps(data, indent=1))
     print("rendered into docs/benchmarks.md by the next benchmarks/trainers.py run")
 
 

@@ -193,11 +193,13 @@ def score_corpus(
             f"{method} learns from a trusted set of clean pairs: pass --meta trusted.parquet, "
             "or --meta-keys keys.txt naming rows of the corpus"
         )
+    if not method_cls.needs_trusted and (meta_source is not None or meta_keys is not None):
+        raise InputError(f"{method} does not learn from a trusted set; drop --meta / --meta-keys")
     out = Path(output) if output is not None else default_output(source)
     corpus = read_pairs(source, key_col=key_col, image_col=image_col, text_col=text_col)
     refuse_overwrite(out, corpus.sources)
     meta_corpus = None
-    if meta_source is not None and method_cls.needs_trusted:
+    if meta_source is not None:
         roles = corpus.roles
         meta_corpus = read_pairs(meta_source, image_col=roles.image, text_col=roles.caption)
     timings["read_s"] = time.perf_counter() - start

@@ -41,7 +41,7 @@ def scores(small_flickr, cache_dir, tmp_path_factory):
 def test_methods_lists_the_registry():
     result = invoke("methods")
     listed = [line.split()[0] for line in result.stdout.splitlines()]
-    assert result.exit_code == 0 and listed == ["crcl", "ncr", "similarity"]
+    assert result.exit_code == 0 and listed == ["crcl", "l2rm", "mscn", "ncr", "similarity"]
     details = invoke("methods", "--details", "similarity")
     assert "epochs" in details.stdout and "an int in the range [1, inf)" in details.stdout
 
@@ -166,3 +166,52 @@ def test_demo_corpus_then_short_form_score_as_a_real_process(tmp_path, cache_dir
         bad.returncode == 2
         and bad.stderr.strip() == f"error: no such file or folder: {tmp_path / 'nothing.csv'}"
     )
+
+
+@pytest.fixture(scope="module")
+def trusted_table(tmp_path_factory):
+    """50 clean pairs (10 photos x 5 captions) of Flickr8k dev, the corpus's columns."""
+    from tests.conftest import flickr_slice
+
+    path = tmp_path_factory.mktemp("trusted") / "trusted.parquet"
+    pq.write_table(flickr_slice(10, split="dev"), path)
+    return path
+
+
+MSCN_FAST = ["--method", "mscn", "--param", "batch_size=16", "--param", "epochs=1", "--device", "cpu"]
+
+
+def test_mscn_learns_from_a_trusted_table_or_from_corpus_keys(
+    small_flickr, trusted_table, cache_dir, tmp_path
+):
+    from cleanpairs.io.scores import read_run_metadata
+
+    out = tmp_path / "meta.parquet"
+    result = invoke(
+        "score", small_flickr, "-o", out, "--meta", trusted_table, "--cache-dir", cache_dir, *MSCN_FAST
+    )
+    assert result.exit_code == 0, result.output
+    meta = read_run_metadata(out)
+    assert meta.method == "mscn" and meta.extra["trusted_pairs"] == 50
+    assert pq.read_table(out).num_rows == 60
+    keys = tmp_path / "keys.txt"
+    keys.write_text("\n".join(pq.read_table(small_flickr).column("key").to_pylist()[:20]) + "\n")
+    by_keys = tmp_path / "keys.parquet"
+    result = invoke(
+        "score", small_flickr, "-o", by_keys, "--meta-keys", keys, "--cache-dir", cache_dir, *MSCN_FAST
+    )
+    assert result.exit_code == 0, result.output
+    assert read_run_metadata(by_keys).extra["trusted_pairs"] == 20
+
+
+def test_mscn_without_a_trusted_set_or_with_unknown_keys_is_one_line_and_exit_2(small_flickr, tmp_path):
+    out = tmp_path / "x.parquet"
+    result = invoke("score", small_flickr, "-o", out, *MSCN_FAST)
+    assert result.exit_code == 2 and "--meta" in result.stderr and not out.exists()
+    assert len(result.stderr.strip().splitlines()) == 1
+    keys = tmp_path / "keys.txt"
+    keys.write_text("no-such-key\n")
+    result = invoke("score", small_flickr, "-o", out, "--meta-keys", keys, *MSCN_FAST)
+    assert result.exit_code == 2 and "no-such-key" in result.stderr and not out.exists()
+    result = invoke("score", small_flickr, "-o", out, "--meta-keys", keys, "--method", "ncr")
+    assert result.exit_code == 2 and "ncr does not learn from a trusted set" in result.stderr

@@ -11,6 +11,8 @@ FAST = {
     "similarity": {"epochs": 40, "batch_size": 64},
     "ncr": {"batch_size": 32, "epochs": 4},
     "crcl": {"batch_size": 16, "stages": "2,2,2,6"},
+    "l2rm": {"batch_size": 32, "warmup_epochs": 5, "epochs": 6},
+    "mscn": {"batch_size": 32, "warmup_epochs": 5, "epochs": 10},
 }
 
 

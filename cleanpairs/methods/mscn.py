@@ -1,0 +1,517 @@
+"""``mscn``: Meta Similarity Correction Network (Han et al., CVPR 2023).
+
+A small set of pairs known to be clean (the *meta data*, ``trusted``) teaches a small network
+what a matching pair looks like, and that network corrects the similarity the main model
+learns with.
+
+- The meta-net (:class:`MetaSimilarityNet`) maps a pair's similarity *features* (the
+  element-wise product of its image and text embeddings in the shared space, whose sum is
+  their cosine) to a corrected correspondence score in (0, 1).
+- It is learned as a binary task on the meta data (:class:`MetaData`): trusted pairs are
+  positives, mismatched pairs (a trusted caption with another trusted image) are negatives.
+- Bi-level update (:func:`virtual_step`, :func:`meta_update`): every step, the main model
+  takes a *virtual* step on the training batch with the meta-net's corrected labels; the
+  meta-net is then updated by its binary loss on a meta batch evaluated *through* that virtual
+  step, so it learns labels whose effect on the main model makes the meta data come out
+  right. The main model then takes its real step with the updated meta-net's labels.
+- Purification (:func:`purify`): a two-component beta mixture over the corpus's corrected
+  scores, whose components start from beta fits to the meta data's positives and negatives,
+  gives each pair a clean posterior; the main model trains on the pairs taken as clean.
+
+A warm-up on all pairs comes first; the meta-net learns the meta data directly alongside it
+and for ``meta_warmup_steps`` more steps once it ends, so that the first purification already
+has a calibrated meta-net.
+
+``cp_p_clean`` is the beta mixture's clean posterior after the last epoch, ``cp_soft_label``
+the meta-net's corrected correspondence, ``cp_similarity`` the heads' cosine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
+from cleanpairs.core.mixture import BetaMixture
+from cleanpairs.core.state import PairState
+from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
+from cleanpairs.errors import ParameterError
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.registry import register
+
+SCORE_EPS = 1e-3
+"""Corrected scores are clipped to ``[eps, 1 - eps]`` before the beta mixture (as official)."""
+
+
+class MetaSimilarityNet(nn.Module):
+    """The meta-net: similarity features of a pair -> corrected correspondence score in (0, 1).
+
+    The paper's ``Meta_Sim`` (one hidden ReLU layer, sigmoid output) on the similarity vector,
+    plus a learned affine term in the cosine itself: the MLP's output layer starts at zero, so
+    the net starts as a calibrated cosine and learns a *correction* of it. With only a trusted
+    set of a few hundred pairs, a free MLP over the similarity vector ranks pairs worse than the
+    cosine it could have used.
+    """
+
+    def __init__(self, d_in: int, hidden: int = 64, scale: float = 10.0) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(d_in, hidden)
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.scale = nn.Parameter(torch.tensor(scale))
+        self.shift = nn.Parameter(torch.tensor(0.0))
+        self.norm = math.sqrt(d_in)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        cosine = features.sum(dim=-1) / self.norm
+        correction = self.out(F.relu(self.hidden(features))).squeeze(-1)
+        return torch.sigmoid(self.scale * cosine + self.shift + correction)
+
+
+def similarity_features(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Per-pair similarity vector: the element-wise product of unit embeddings, times ``sqrt(dim)``.
+
+    Its sum is ``sqrt(dim)`` times the cosine; the scale gives it a norm near 1 (like the
+    paper's normalised similarity vectors) so that the meta-net's weights need not grow large.
+    """
+    return image * text * math.sqrt(image.shape[-1])
+
+
+def adaptive_margin(labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """MSCN's ``s_adaptive`` soft margin: ``margin * p^2 / (p^2 + (1 - p)^2)``."""
+    p = labels.clamp(1e-6, 1 - 1e-6)
+    return margin * p**2 / (p**2 + (1 - p) ** 2)
+
+
+def corrected_loss(
+    scores: torch.Tensor, labels: torch.Tensor, same_image: torch.Tensor, params: dict[str, Any]
+) -> torch.Tensor:
+    """The main model's per-pair loss with corrected labels (``loss=infonce`` or the paper's hinge)."""
+    if params["loss"] == "hinge":
+        margins = adaptive_margin(labels, params["margin"])
+        return hinge_triplet(scores, margins, hardest=True, same_image=same_image)
+    return soft_info_nce(scores, labels, params["temperature"], same_image)
+
+
+def _named(head: nn.Module) -> dict[str, nn.Parameter]:
+    return dict(head.named_parameters())
+
+
+def virtual_step(
+    model: HeadTrainer, loss: torch.Tensor, lr: float
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Fast weights of the heads after one differentiable optimiser step on ``loss``.
+
+    The step is the main optimiser's own (AdamW, using its current moments), written out so
+    that the new weights stay functions of whatever ``loss`` depends on (the meta-net's labels).
+
+    Returns
+    -------
+    tuple of dict
+        Parameter name -> fast weight, for the image head and for the text head.
+    """
+    heads = [_named(model.image_head), _named(model.text_head)]
+    flat = [p for named in heads for p in named.values()]
+    grads = torch.autograd.grad(loss, flat, create_graph=True, retain_graph=True, allow_unused=True)
+    group = model.optimizer.param_groups[0]
+    beta1, beta2 = group["betas"]
+    eps, decay = group["eps"], group["weight_decay"]
+    fast: list[dict[str, torch.Tensor]] = [{}, {}]
+    k = 0
+    for side, named in enumerate(heads):
+        for pname, p in named.items():
+            g = grads[k]
+            k += 1
+            if g is None:
+                fast[side][pname] = p
+                continue
+            state = model.optimizer.state.get(p, {})
+            step = float(state.get("step", 0)) + 1
+            m = (1 - beta1) * g + (beta1 * state["exp_avg"] if "exp_avg" in state else 0)
+            v = (1 - beta2) * g * g + (beta2 * state["exp_avg_sq"] if "exp_avg_sq" in state else 0)
+            m_hat, v_hat = m / (1 - beta1**step), v / (1 - beta2**step)
+            # eps inside the root too: sqrt has an infinite derivative at 0.
+            fast[side][pname] = p * (1 - lr * decay) - lr * m_hat / ((v_hat + eps**2).sqrt() + eps)
+    return fast[0], fast[1]
+
+
+def mismatched_pairs(
+    source: PairEmbeddings, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` mismatched pairs of ``source``: a random caption shown with an image not its own.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Rows of ``source.images`` and rows of ``source.texts``.
+    """
+    captions = rng.integers(0, len(source), size)
+    owners = source.image_index[captions]
+    # An offset in [1, n_images) moves every negative off its caption's own image.
+    images = (owners + rng.integers(1, len(source.images), size)) % len(source.images)
+    return images, captions
+
+
+def meta_update(
+    meta_net: MetaSimilarityNet,
+    meta_optimizer: torch.optim.Optimizer,
+    model: HeadTrainer,
+    fast: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None,
+    meta_data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    grad_clip: float,
+) -> float:
+    """One step of the meta-net on the meta data's binary cross-entropy.
+
+    With ``fast`` weights the meta batch is embedded by the virtually-updated heads, so the
+    gradient also flows through the virtual step into the labels the meta-net gave (the
+    bi-level update); without, it is a direct step (used during the warm-up).
+
+    Returns
+    -------
+    float
+        The meta loss.
+    """
+    images, texts, labels = meta_data
+    if fast is None:
+        with torch.no_grad():
+            u, v = model.image_head(images), model.text_head(texts)
+    else:
+        u = functional_call(model.image_head, fast[0], (images,))
+        v = functional_call(model.text_head, fast[1], (texts,))
+    out = meta_net(similarity_features(u, v)).clamp(1e-6, 1 - 1e-6)
+    loss = F.binary_cross_entropy(out, labels)
+    params = list(meta_net.parameters())
+    grads = torch.autograd.grad(loss, params)
+    meta_optimizer.zero_grad(set_to_none=True)
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    meta_optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def corrected_scores(
+    meta_net: MetaSimilarityNet,
+    model: HeadTrainer,
+    images: torch.Tensor,
+    texts: torch.Tensor,
+    image_index: torch.Tensor,
+    *,
+    block: int = 8192,
+) -> np.ndarray:
+    """The meta-net's corrected score of each pair (text ``i`` with image ``image_index[i]``), float32."""
+    model.image_head.eval()
+    model.text_head.eval()
+    image = model.image_head(images)
+    out = []
+    for start in range(0, len(texts), block):
+        rows = slice(start, start + block)
+        out.append(meta_net(similarity_features(image[image_index[rows]], model.text_head(texts[rows]))))
+    return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)
+
+
+def _beta_moments(x: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Weighted method-of-moments beta parameters of ``x``."""
+    w = weights + 1e-12
+    m = float((w * x).sum() / w.sum())
+    v = float((w * (x - m) ** 2).sum() / w.sum())
+    v = min(max(v, 1e-8), m * (1 - m) * (1 - 1e-6))
+    alpha = m * (m * (1 - m) / v - 1)
+    return alpha, alpha * (1 - m) / m
+
+
+def purify(
+    scores: np.ndarray,
+    meta_clean: np.ndarray,
+    meta_noisy: np.ndarray,
+    *,
+    max_iter: int = 10,
+    tol: float = 1e-2,
+) -> tuple[np.ndarray, BetaMixture]:
+    """Clean posterior of every pair from a beta mixture over the corrected scores.
+
+    The meta data is the prior: the noisy component starts as a beta fit to the meta
+    negatives' scores, the clean one as a fit to the trusted pairs' scores (equal weights);
+    EM then fits the mixture to the corpus (the official settings: 10 iterations, tol 1e-2).
+    The posterior is made monotone in the score, so that no pair ranks above one that scores
+    higher.
+
+    Returns
+    -------
+    tuple
+        ``(n,)`` float32 clean posterior, and the fitted mixture.
+    """
+    x = np.clip(np.asarray(scores, dtype=np.float64), SCORE_EPS, 1 - SCORE_EPS)
+    clean_prior = np.clip(np.asarray(meta_clean, np.float64), SCORE_EPS, 1 - SCORE_EPS)
+    noisy_prior = np.clip(np.asarray(meta_noisy, np.float64), SCORE_EPS, 1 - SCORE_EPS)
+    params = [_beta_moments(s, np.ones_like(s)) for s in (noisy_prior, clean_prior)]
+    mixture = BetaMixture(
+        alphas=np.array([a for a, _ in params]),
+        betas=np.array([b for _, b in params]),
+        weights=np.full(2, 0.5),
+    )
+    previous = -np.inf
+    for _ in range(max_iter):
+        likelihood = mixture.likelihoods(x).sum(axis=1)
+        ll = float(np.mean(np.log(np.maximum(likelihood, 1e-300))))
+        if abs(ll - previous) < tol:
+            break
+        previous = ll
+        resp = mixture.posterior(x)
+        fitted = [_beta_moments(x, resp[:, k]) for k in range(2)]
+        mass = resp.sum(axis=0) + 1e-12
+        mixture = BetaMixture(
+            alphas=np.array([a for a, _ in fitted]),
+            betas=np.array([b for _, b in fitted]),
+            weights=mass / mass.sum(),
+        )
+    clean = int(np.argmax(mixture.means()))
+    posterior = mixture.posterior(x)[:, clean]
+    order = np.argsort(-x, kind="stable")
+    posterior[order] = np.minimum.accumulate(posterior[order])
+    return posterior.astype(np.float32), mixture
+
+
+def clean_subset(posterior: np.ndarray, threshold: float, minimum: int) -> np.ndarray:
+    """Pairs to train on: those above ``threshold``, or the ``minimum`` most clean when fewer pass."""
+    chosen = np.flatnonzero(posterior > threshold)
+    if len(chosen) >= minimum:
+        return chosen
+    return np.sort(np.argsort(-posterior, kind="stable")[:minimum])
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+@register
+class MSCNScorer(PairScorer):
+    """Meta Similarity Correction: a meta-net learned bi-level on trusted pairs corrects the labels."""
+
+    name = "mscn"
+    summary = "MSCN (CVPR'23): meta-net on a trusted set corrects similarities (bi-level), BMM purification"
+    needs_trusted = True
+    params: ClassVar[dict[str, Param]] = {
+        "loss": Param(
+            str,
+            "infonce",
+            "main loss: 'infonce' (soft-target InfoNCE with the corrected label) or 'hinge' "
+            "(the paper's hardest-negative hinge with the adaptive margin)",
+            choices=("infonce", "hinge"),
+        ),
+        "temperature": Param(float, 0.1, "InfoNCE temperature (loss=infonce)", low=0, low_open=True),
+        "margin": Param(float, 0.2, "hinge margin (loss=hinge)", low=0, low_open=True),
+        "warmup_epochs": Param(
+            int, 1, "epochs on all pairs before the first purification; the meta-net learns directly", low=0
+        ),
+        "epochs": Param(int, 3, "epochs of bi-level training on the purified pairs", low=1),
+        "meta_interval": Param(int, 1, "a bi-level meta update every this many steps", low=1),
+        "meta_warmup_steps": Param(
+            int,
+            200,
+            "direct meta-net steps on the meta data after the warm-up, before the first purification",
+            low=0,
+        ),
+        "meta_negatives": Param(
+            str,
+            "trusted",
+            "where the meta data's mismatched pairs come from: random pairs of the trusted set, "
+            "or of the corpus (as official)",
+            choices=("trusted", "corpus"),
+        ),
+        "meta_lr": Param(
+            float,
+            1e-4,
+            "Adam learning rate of the meta-net in the bi-level epochs (in the warm-up it learns at lr)",
+            low=0,
+            low_open=True,
+        ),
+        "meta_hidden": Param(int, 64, "hidden width of the meta-net", low=1),
+        "p_threshold": Param(float, 0.5, "clean posterior above which a pair is trained on", low=0, high=1),
+        "lr": Param(float, 1e-3, "AdamW learning rate of the heads", low=0, low_open=True),
+        "lr_step": Param(int, 0, "divide the learning rates by 10 every this many epochs (0: never)", low=0),
+        "batch_size": Param(int, 256, "pairs per batch (and per meta batch)", low=2),
+        "dim": Param(int, 256, "shared embedding size", low=2),
+        "hidden": Param(int, 0, "hidden width of each head (0: linear heads)", low=0),
+        "grad_clip": Param(float, 2.0, "gradient norm clip (0: none)", low=0),
+    }
+
+    def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
+        trusted = self.trusted
+        negatives = pairs if params["meta_negatives"] == "corpus" else trusted
+        if len(np.unique(negatives.image_index)) < 2:
+            raise ParameterError(
+                f"{self.name} builds mismatched meta pairs from the {params['meta_negatives']} images; "
+                "they show fewer than 2 distinct images"
+            )
+        if trusted.texts.shape[1] != pairs.texts.shape[1] or trusted.images.shape[1] != pairs.images.shape[1]:
+            raise ParameterError(
+                f"{self.name}: the trusted set must be embedded like the corpus; its embeddings have sizes "
+                f"{trusted.images.shape[1]}/{trusted.texts.shape[1]}, the corpus's "
+                f"{pairs.images.shape[1]}/{pairs.texts.shape[1]}"
+            )
+        config = HeadConfig(
+            dim=params["dim"],
+            hidden=params["hidden"],
+            batch_size=params["batch_size"],
+            lr=params["lr"],
+            grad_clip=params["grad_clip"],
+        )
+        warmup, epochs = params["warmup_epochs"], params["epochs"]
+        n = len(pairs)
+        state = PairState(n)
+        rng = np.random.default_rng(self.seed)
+        steps = max(1, n // min(config.batch_size, n))
+        with progress_bar(steps * (warmup + epochs), self.name) as bar:
+            model = HeadTrainer(pairs, config, seed=self.seed, device=self.device, progress=bar)
+            dim = model.image_head.shortcut.out_features
+            meta_net = MetaSimilarityNet(dim, params["meta_hidden"]).to(model.device)
+            meta_optimizer = torch.optim.Adam(meta_net.parameters(), lr=params["meta_lr"])
+            meta = MetaData(trusted, negatives, model.device)
+            subset = None
+            for epoch in range(warmup + epochs):
+                lr = lr_at(epoch, config.lr, params["lr_step"])
+                # As official, the meta-net learns at the heads' rate in the warm-up, at meta_lr after.
+                _set_lr(meta_optimizer, lr)
+                if epoch < warmup:
+                    loss = self._warmup_loss(model, meta_net, meta_optimizer, meta, rng, params)
+                else:
+                    if epoch == warmup:
+                        for _ in range(params["meta_warmup_steps"]):
+                            meta_data = meta.batch(config.batch_size, rng)
+                            meta_update(meta_net, meta_optimizer, model, None, meta_data, params["grad_clip"])
+                    _set_lr(meta_optimizer, lr_at(epoch, params["meta_lr"], params["lr_step"]))
+                    p_clean = self._purify(model, meta_net, meta, rng, params)
+                    state.update(p_clean=p_clean)
+                    subset = clean_subset(p_clean, params["p_threshold"], min(n, 2 * config.batch_size))
+                    loss = self._bilevel_loss(model, meta_net, meta_optimizer, meta, rng, lr, params)
+                model.run_epoch(loss, subset, lr=lr)
+            p_clean = self._purify(model, meta_net, meta, rng, params)
+            soft_label = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
+        state.update(p_clean=p_clean, soft_label=soft_label)
+        return PairScores.without_rematch(
+            p_clean,
+            np.clip(soft_label, 0, 1),
+            model.similarity(),
+            heads=model.heads(),
+            info={
+                "epochs_run": warmup + epochs,
+                "trained_on_last_epoch": n if subset is None else len(subset),
+                "history": state.history_summary(),
+            },
+        )
+
+    @staticmethod
+    def _purify(
+        model: HeadTrainer,
+        meta_net: MetaSimilarityNet,
+        meta: MetaData,
+        rng: np.random.Generator,
+        params: dict[str, Any],
+    ) -> np.ndarray:
+        """The clean posterior of every pair, the mixture started from the meta data's scores."""
+        corpus = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
+        images, texts, labels = meta.batch(2 * len(meta.trusted), rng)
+        own = torch.arange(len(texts), device=model.device)
+        prior = corrected_scores(meta_net, model, images, texts, own)
+        labels_np = labels.cpu().numpy()
+        posterior, _ = purify(corpus, prior[labels_np > 0.5], prior[labels_np < 0.5])
+        return posterior
+
+    @staticmethod
+    def _warmup_loss(
+        model: HeadTrainer,
+        meta_net: MetaSimilarityNet,
+        meta_optimizer: torch.optim.Optimizer,
+        meta: MetaData,
+        rng: np.random.Generator,
+        params: dict[str, Any],
+    ) -> Callable[[Batch], torch.Tensor]:
+        """Warm-up: plain loss on all pairs; the meta-net learns the meta data directly alongside."""
+
+        def loss(batch: Batch) -> torch.Tensor:
+            meta_data = meta.batch(len(batch.index), rng)
+            meta_update(meta_net, meta_optimizer, model, None, meta_data, params["grad_clip"])
+            if params["loss"] == "hinge":
+                margin = params["margin"]
+                return hinge_triplet(batch.scores, margin, hardest=False, same_image=batch.same_image)
+            return info_nce(batch.scores, params["temperature"], batch.same_image)
+
+        return loss
+
+    @staticmethod
+    def _bilevel_loss(
+        model: HeadTrainer,
+        meta_net: MetaSimilarityNet,
+        meta_optimizer: torch.optim.Optimizer,
+        meta: MetaData,
+        rng: np.random.Generator,
+        lr: float,
+        params: dict[str, Any],
+    ) -> Callable[[Batch], torch.Tensor]:
+        """The batch loss; before it, a virtual step and a meta update every ``meta_interval`` steps."""
+        step = [0]
+
+        def labels_of(batch: Batch) -> torch.Tensor:
+            owners = model.image_index[batch.index]
+            with torch.no_grad():
+                features = similarity_features(
+                    model.image_head(model.images[owners]), model.text_head(model.texts[batch.index])
+                )
+            return meta_net(features)
+
+        def loss(batch: Batch) -> torch.Tensor:
+            step[0] += 1
+            if step[0] % params["meta_interval"] == 0:
+                virtual = corrected_loss(batch.scores, labels_of(batch), batch.same_image, params).mean()
+                fast = virtual_step(model, virtual, lr)
+                meta_data = meta.batch(len(batch.index), rng)
+                meta_update(meta_net, meta_optimizer, model, fast, meta_data, params["grad_clip"])
+            with torch.no_grad():
+                labels = labels_of(batch)
+            return corrected_loss(batch.scores, labels, batch.same_image, params)
+
+        return loss
+
+
+class MetaData:
+    """The meta data on the device: trusted pairs (label 1) and mismatched pairs (label 0).
+
+    Negatives are drawn afresh for every batch from ``negatives`` (the trusted set itself, or
+    the corpus as the official code), so the meta-net sees many more of them than the trusted
+    set's size.
+    """
+
+    def __init__(self, trusted: PairEmbeddings, negatives: PairEmbeddings, device: torch.device) -> None:
+        self.trusted, self.negatives = trusted, negatives
+        self.tensors = {
+            name: (torch.from_numpy(p.images).to(device), torch.from_numpy(p.texts).to(device))
+            for name, p in (("trusted", trusted), ("negatives", negatives))
+        }
+        self.device = device
+
+    def batch(self, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image embeddings, text embeddings and labels of a balanced meta batch of ``size`` pairs."""
+        half = max(1, size // 2)
+        positives = rng.integers(0, len(self.trusted), half)
+        neg_images, neg_texts = mismatched_pairs(self.negatives, half, rng)
+        images, texts = self.tensors["trusted"]
+        other_images, other_texts = self.tensors["negatives"]
+        labels = torch.cat([torch.ones(half), torch.zeros(half)]).to(self.device)
+        pos_images = torch.from_numpy(self.trusted.image_index[positives])
+        return (
+            torch.cat([images[pos_images], other_images[torch.from_numpy(neg_images)]]),
+            torch.cat([texts[torch.from_numpy(positives)], other_texts[torch.from_numpy(neg_texts)]]),
+            labels,
+        )

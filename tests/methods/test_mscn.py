@@ -1,0 +1,63 @@
+"""MSCN: it refuses to run without trusted pairs, and with them it finds shuffled captions
+among real photos better than the plain similarity does."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from cleanpairs.encoders import embed_corpus
+from cleanpairs.errors import ParameterError
+from cleanpairs.io.tables import read_pairs
+from cleanpairs.methods import get_method
+from cleanpairs.metrics import detection_metrics
+from cleanpairs.pipeline import fit_method
+from tests.conftest import flickr_slice, with_shuffled_captions
+from tests.methods.test_contract import synthetic_pairs
+
+# The slice of tests/methods/test_on_flickr.py: 150 train photos, 40% of captions shuffled.
+SMALL = {"batch_size": 64, "warmup_epochs": 1, "epochs": 2}
+AUROC_FLOOR = 0.85
+
+
+def _embed(table, path, cache_dir):
+    pq.write_table(table, path)
+    return embed_corpus(read_pairs(path), "offline", cache_dir=cache_dir, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def noisy_slice(tmp_path_factory, cache_dir):
+    table = with_shuffled_captions(flickr_slice(150, offset=300), 0.4, seed=1)
+    embedded = _embed(table, tmp_path_factory.mktemp("mscn-slice") / "pairs.parquet", cache_dir)
+    return embedded.pairs, np.asarray(table.column("is_clean").to_pylist())[embedded.rows]
+
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory, cache_dir):
+    """100 clean pairs (20 photos x 5 captions) of Flickr8k dev, embedded like the corpus."""
+    table = flickr_slice(20, split="dev")
+    return _embed(table, tmp_path_factory.mktemp("mscn-trusted") / "trusted.parquet", cache_dir).pairs
+
+
+def _fit(pairs, trusted, seed=0):
+    return get_method("mscn")(seed=seed, device="cpu", **SMALL).fit(pairs, trusted).score()
+
+
+def test_without_a_trusted_set_it_says_so():
+    pairs, _ = synthetic_pairs()
+    with pytest.raises(ParameterError, match="mscn learns from a trusted set of clean pairs"):
+        get_method("mscn")(device="cpu").fit(pairs)
+
+
+def test_it_finds_shuffled_captions_better_than_the_similarity(noisy_slice, trusted):
+    pairs, clean = noisy_slice
+    assert len(trusted) == 100
+    scores = _fit(pairs, trusted)
+    baseline = fit_method(pairs, "similarity", {"batch_size": 64}, seed=0, device="cpu")[0]
+    ours = detection_metrics(scores.p_clean, clean)["auroc"]
+    theirs = detection_metrics(baseline.p_clean, clean)["auroc"]
+    assert ours > AUROC_FLOOR, ours
+    assert ours > theirs, (ours, theirs)
+    assert detection_metrics(scores.soft_label, clean)["auroc"] > AUROC_FLOOR
+    again = _fit(pairs, trusted)
+    for name in ("p_clean", "soft_label", "similarity"):
+        assert np.array_equal(getattr(again, name), getattr(scores, name)), name
