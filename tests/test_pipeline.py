@@ -11,12 +11,15 @@ from cleanpairs.schema import OUTPUT_COLUMNS
 from tests.conftest import flickr_slice
 
 TRAIN = {"batch_size": 64}
+BASELINE = "similarity"  # these tests check the baseline's own outputs, not the default method's
 
 
 @pytest.fixture(scope="module")
 def scored(noisy_flickr, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("scored") / "scores.parquet"
-    return score_corpus(noisy_flickr, out, params=TRAIN, cache_dir=cache_dir, device="cpu", progress=False)
+    return score_corpus(
+        noisy_flickr, out, method=BASELINE, params=TRAIN, cache_dir=cache_dir, device="cpu", progress=False
+    )
 
 
 def test_every_input_row_comes_back_untouched_with_cp_columns(noisy_flickr, scored):
@@ -54,6 +57,7 @@ def test_a_second_run_encodes_nothing_and_repeats_the_output(noisy_flickr, cache
     again = score_corpus(
         noisy_flickr,
         tmp_path / "again.parquet",
+        method=BASELINE,
         params=TRAIN,
         cache_dir=cache_dir,
         device="cpu",

@@ -46,6 +46,7 @@ def test_score_with_a_local_checkpoint_uses_the_encoder_cosine(tiny_checkpoint, 
     run = score_corpus(
         tmp_path / "pairs.parquet",
         encoder=f"openclip:cp-tiny-clip:{tiny_checkpoint}",
+        method="similarity",
         cache_dir=tmp_path / "cache",
         device="cpu",
         progress=False,
