@@ -71,7 +71,8 @@ def transport_block(cost: np.ndarray, capacity: np.ndarray, mass: float) -> np.n
         The transport plan, ``cost``'s shape.
     """
     rows = np.ones(cost.shape[0], dtype=np.float64)
-    moved = float(np.floor(min(mass * cost.shape[0], capacity.sum())))
+    # Rounded half up, so that a last block of one image still moves it at mass 0.5.
+    moved = float(np.floor(min(mass * cost.shape[0] + 0.5, capacity.sum())))
     if moved <= 0:
         return np.zeros_like(cost)
     plan = ot.partial.partial_wasserstein(rows, capacity.astype(np.float64), cost, m=moved)
@@ -101,19 +102,42 @@ def check_rematch_params(k: int, mass: float, threshold: float, block: int) -> N
         )
 
 
+def caption_rows(texts: np.ndarray, caption_space: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """The captions of ``rows`` as the rematch compares them: unit rows of the shared space,
+    joined (when given) with unit rows of ``caption_space`` and scaled back to unit length,
+    so that one inner product with a joined image row is half the sum of the two cosines."""
+    shared = normalize_rows(texts[rows])
+    if caption_space is None:
+        return shared
+    return normalize_rows(np.hstack([shared, normalize_rows(caption_space[rows])]))
+
+
 def describe_images(
-    images: np.ndarray, texts: np.ndarray, image_index: np.ndarray, kept: np.ndarray, caption_weight: float
+    images: np.ndarray,
+    texts: np.ndarray,
+    image_index: np.ndarray,
+    kept: np.ndarray,
+    caption_weight: float,
+    caption_space: np.ndarray | None = None,
+    chunk: int = 65_536,
 ) -> np.ndarray:
-    """Each image as it is seen when looking for its caption: its own embedding plus
-    ``caption_weight`` times the mean of the captions kept for it (zero when none is).
+    """Each image as it is seen when looking for its caption: its unit embedding (padded with
+    zeros over ``caption_space``'s part) plus ``caption_weight`` times the normalised sum of
+    the captions kept for it (zero when none is).
 
     Captions of one image describe the same scene, so a caption written for an image is
     closer to that image's other captions than to most images (text to text is the stronger
-    signal with separately trained encoders).
+    signal with separately trained encoders). Kept captions are summed ``chunk`` rows at a
+    time, so memory does not grow with the corpus beyond the image matrix.
     """
-    kept_sum = np.zeros_like(images)
-    np.add.at(kept_sum, image_index[kept], texts[kept])
-    return images + caption_weight * normalize_rows(kept_sum)
+    extra = 0 if caption_space is None else caption_space.shape[1]
+    described = np.hstack([normalize_rows(images), np.zeros((len(images), extra), np.float32)])
+    kept_sum = np.zeros_like(described)
+    kept_rows = np.flatnonzero(kept)
+    for start in range(0, len(kept_rows), chunk):
+        rows = kept_rows[start : start + chunk]
+        np.add.at(kept_sum, image_index[rows], caption_rows(texts, caption_space, rows))
+    return described + caption_weight * normalize_rows(kept_sum)
 
 
 def hubness_corrected(
@@ -171,13 +195,6 @@ def rematch_pairs(
     n = len(texts)
     image_index = np.asarray(image_index, dtype=np.int64)
     p_clean = np.asarray(p_clean, dtype=np.float64)
-    images, texts = normalize_rows(images), normalize_rows(texts)
-    if caption_space is not None:
-        # Image-to-caption in the shared space, caption-to-caption in the text encoder's:
-        # one inner product over the joined rows is (half) the sum of the two cosines.
-        captions = normalize_rows(caption_space)
-        images = np.hstack([images, np.zeros((len(images), captions.shape[1]), np.float32)])
-        texts = normalize_rows(np.hstack([texts, captions]))
     result = Rematch(
         index=np.full(n, -1, dtype=np.int64),
         score=np.full(n, np.nan, dtype=np.float32),
@@ -195,12 +212,17 @@ def rematch_pairs(
     if len(noisy) < 2:
         return result
 
-    described = describe_images(images, texts, image_index, p_clean >= threshold, caption_weight)
+    # Image-to-caption in the shared space, caption-to-caption in the text encoder's
+    # (``caption_space``); only the noisy captions are ever held whole.
+    described = describe_images(
+        images, texts, image_index, p_clean >= threshold, caption_weight, caption_space
+    )
+    captions = caption_rows(texts, caption_space, noisy)
     noisy_images = image_index[noisy]
     # Captions of the query's own image are forbidden; fetch enough extra neighbours to drop them.
     most_per_image = int(np.bincount(noisy_images).max())
     sims, cands = nearest_items(
-        described[noisy_images], texts[noisy], k + most_per_image, use_gpu=use_gpu, normalize=False
+        described[noisy_images], captions, k + most_per_image, use_gpu=use_gpu, normalize=False
     )
     cands = forbid_own_image(cands, noisy_images, noisy_images)
     keep = np.argsort(cands < 0, axis=1, kind="stable")[:, :k]
@@ -208,7 +230,7 @@ def rematch_pairs(
     sims = np.take_along_axis(sims, keep, axis=1)
     listed = cands >= 0
     query_hub = np.where(listed, sims, 0).sum(1) / np.maximum(listed.sum(1), 1)
-    back, _ = nearest_items(texts[noisy], described[noisy_images], k, use_gpu=use_gpu, normalize=False)
+    back, _ = nearest_items(captions, described[noisy_images], k, use_gpu=use_gpu, normalize=False)
     caption_hub = back.mean(axis=1)
     adjusted = np.where(listed, hubness_corrected(sims, query_hub, caption_hub, cands), -np.inf)
 
@@ -226,13 +248,12 @@ def rematch_pairs(
     best = adjusted[matched][chosen]
     runner_up = np.where(chosen, -np.inf, adjusted[matched]).max(axis=1)
     margin = np.where(np.isfinite(runner_up), best - runner_up, best - adjusted[matched].min(axis=1))
-    rows, captions = noisy[matched], noisy[partner[matched]]
-    result.index[rows] = captions
+    rows, partners = noisy[matched], noisy[partner[matched]]
+    result.index[rows] = partners
     result.score[rows] = np.maximum(margin, 0)
-    shared = slice(0, images.shape[1] - (0 if caption_space is None else caption_space.shape[1]))
     result.similarity[rows] = np.einsum(
-        "ij,ij->i", images[image_index[rows], shared], texts[captions, shared]
-    ) / np.linalg.norm(texts[captions, shared], axis=1)
+        "ij,ij->i", normalize_rows(images[image_index[rows]]), normalize_rows(texts[partners])
+    )
     result.info["rematched"] = len(matched)
     return result
 
