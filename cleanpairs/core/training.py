@@ -10,8 +10,9 @@ track pairs. Warm-up, learning-rate steps, seeds, progress and the device live h
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,12 @@ class HeadConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 2.0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> HeadConfig:
+        """The sizes and settings a method's checked parameters name (others keep their defaults)."""
+        names = ("dim", "hidden", "batch_size", "lr", "weight_decay", "grad_clip")
+        return cls(**{name: params[name] for name in names if name in params})
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -154,9 +154,7 @@ class Param:
         if self.kind is int:
             ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
         elif self.kind is float:
-            ok = isinstance(value, int | float | np.floating | np.integer) and not isinstance(
-                value, bool
-            )
+            ok = isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
             ok = ok and math.isfinite(float(value))
         else:
             ok = isinstance(value, self.kind)
@@ -165,6 +163,18 @@ class Param:
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
         return not (self.high is not None and value > self.high)
+
+
+def head_params(batch_size: int = 256, batch_doc: str = "pairs per batch") -> dict[str, Param]:
+    """The projection heads' training parameters every trainer declares, with one wording."""
+    return {
+        "lr": Param(float, 1e-3, "AdamW learning rate", low=0, low_open=True),
+        "lr_step": Param(int, 0, "divide the learning rate by 10 every this many epochs (0: never)", low=0),
+        "batch_size": Param(int, batch_size, batch_doc, low=2),
+        "dim": Param(int, 256, "shared embedding size", low=2),
+        "hidden": Param(int, 0, "hidden width of each head (0: linear heads)", low=0),
+        "grad_clip": Param(float, 2.0, "gradient norm clip (0: none)", low=0),
+    }
 
 
 class PairScorer:
@@ -201,9 +211,7 @@ class PairScorer:
         unknown = sorted(set(values) - set(cls.params))
         if unknown:
             known = ", ".join(sorted(cls.params)) or "none"
-            raise ParameterError(
-                f"{cls.name} has no parameter {unknown[0]!r}; its parameters are: {known}"
-            )
+            raise ParameterError(f"{cls.name} has no parameter {unknown[0]!r}; its parameters are: {known}")
         checked = {}
         for pname, spec in cls.params.items():
             value = spec.coerce(values[pname]) if pname in values else spec.default

@@ -28,7 +28,7 @@ from cleanpairs.core.mixture import bmm_clean_posterior
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.errors import ParameterError
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
 from cleanpairs.methods.registry import register
 
 
@@ -82,14 +82,7 @@ class CRCLScorer(PairScorer):
             high=1,
         ),
         "complementary_weight": Param(float, 5.0, "weight of the complementary term", low=0),
-        "lr": Param(float, 1e-3, "AdamW learning rate", low=0, low_open=True),
-        "lr_step": Param(
-            int, 0, "divide the learning rate by 10 every this many epochs of a stage (0: never)", low=0
-        ),
-        "batch_size": Param(int, 128, "pairs per batch", low=2),
-        "dim": Param(int, 256, "shared embedding size", low=2),
-        "hidden": Param(int, 0, "hidden width of each head (0: linear heads)", low=0),
-        "grad_clip": Param(float, 2.0, "gradient norm clip (0: none)", low=0),
+        **head_params(batch_size=128),
     }
 
     @classmethod
@@ -99,13 +92,7 @@ class CRCLScorer(PairScorer):
         return checked
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
-        config = HeadConfig(
-            dim=params["dim"],
-            hidden=params["hidden"],
-            batch_size=params["batch_size"],
-            lr=params["lr"],
-            grad_clip=params["grad_clip"],
-        )
+        config = HeadConfig.from_params(params)
         stages = parse_stages(params["stages"])
         warmup = params["warmup_epochs"]
         n = len(pairs)

@@ -43,7 +43,7 @@ from cleanpairs.core.mixture import BetaMixture
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.errors import ParameterError
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
 from cleanpairs.methods.registry import register
 
 SCORE_EPS = 1e-3
@@ -339,12 +339,8 @@ class MSCNScorer(PairScorer):
         ),
         "meta_hidden": Param(int, 64, "hidden width of the meta-net", low=1),
         "p_threshold": Param(float, 0.5, "clean posterior above which a pair is trained on", low=0, high=1),
-        "lr": Param(float, 1e-3, "AdamW learning rate of the heads", low=0, low_open=True),
+        **head_params(batch_doc="pairs per batch (and per meta batch)"),
         "lr_step": Param(int, 0, "divide the learning rates by 10 every this many epochs (0: never)", low=0),
-        "batch_size": Param(int, 256, "pairs per batch (and per meta batch)", low=2),
-        "dim": Param(int, 256, "shared embedding size", low=2),
-        "hidden": Param(int, 0, "hidden width of each head (0: linear heads)", low=0),
-        "grad_clip": Param(float, 2.0, "gradient norm clip (0: none)", low=0),
     }
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
@@ -361,13 +357,7 @@ class MSCNScorer(PairScorer):
                 f"{trusted.images.shape[1]}/{trusted.texts.shape[1]}, the corpus's "
                 f"{pairs.images.shape[1]}/{pairs.texts.shape[1]}"
             )
-        config = HeadConfig(
-            dim=params["dim"],
-            hidden=params["hidden"],
-            batch_size=params["batch_size"],
-            lr=params["lr"],
-            grad_clip=params["grad_clip"],
-        )
+        config = HeadConfig.from_params(params)
         warmup, epochs = params["warmup_epochs"], params["epochs"]
         n = len(pairs)
         state = PairState(n)

@@ -31,7 +31,7 @@ from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
 from cleanpairs.core.mixture import gmm_clean_posterior
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
 from cleanpairs.methods.registry import register
 
 
@@ -117,22 +117,11 @@ class NCRScorer(PairScorer):
             low=0,
             high=1,
         ),
-        "lr": Param(float, 1e-3, "AdamW learning rate", low=0, low_open=True),
-        "lr_step": Param(int, 0, "divide the learning rate by 10 every this many epochs (0: never)", low=0),
-        "batch_size": Param(int, 256, "pairs per batch", low=2),
-        "dim": Param(int, 256, "shared embedding size", low=2),
-        "hidden": Param(int, 0, "hidden width of each head (0: linear heads)", low=0),
-        "grad_clip": Param(float, 2.0, "gradient norm clip (0: none)", low=0),
+        **head_params(),
     }
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
-        config = HeadConfig(
-            dim=params["dim"],
-            hidden=params["hidden"],
-            batch_size=params["batch_size"],
-            lr=params["lr"],
-            grad_clip=params["grad_clip"],
-        )
+        config = HeadConfig.from_params(params)
         warmup, epochs = params["warmup_epochs"], params["epochs"]
         n = len(pairs)
         state = PairState(n)

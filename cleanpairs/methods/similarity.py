@@ -32,7 +32,9 @@ class SimilarityScorer(PairScorer):
     summary = "baseline: pair cosine (trained heads when the encoder is not aligned) + 2-GMM split"
     params: ClassVar[dict[str, Param]] = {
         "train_heads": Param(
-            str, "auto", "train heads: 'auto' (only when the encoder is not aligned), 'always', 'never'",
+            str,
+            "auto",
+            "train heads: 'auto' (only when the encoder is not aligned), 'always', 'never'",
             choices=("auto", "always", "never"),
         ),
         "epochs": Param(int, _EPOCHS, "training epochs of the heads", low=1),
@@ -40,18 +42,13 @@ class SimilarityScorer(PairScorer):
         "lr": Param(float, _DEFAULT_HEADS.lr, "AdamW learning rate", low=0, low_open=True),
         "dim": Param(int, _DEFAULT_HEADS.dim, "shared embedding size", low=2),
         "hidden": Param(int, _DEFAULT_HEADS.hidden, "hidden width of each head (0: linear heads)", low=0),
-        "temperature": Param(float, _TEMPERATURE, "InfoNCE temperature", low=0,
-                             low_open=True),
+        "temperature": Param(float, _TEMPERATURE, "InfoNCE temperature", low=0, low_open=True),
     }
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
-        train = params["train_heads"] == "always" or (
-            params["train_heads"] == "auto" and not pairs.aligned
-        )
+        train = params["train_heads"] == "always" or (params["train_heads"] == "auto" and not pairs.aligned)
         if train:
-            config = HeadConfig(
-                dim=params["dim"], hidden=params["hidden"], batch_size=params["batch_size"], lr=params["lr"]
-            )
+            config = HeadConfig.from_params(params)
             with progress_bar(params["epochs"] * (len(pairs) // params["batch_size"]), self.name) as bar:
                 trainer = HeadTrainer(pairs, config, seed=self.seed, device=self.device, progress=bar)
                 for _ in range(params["epochs"]):
@@ -70,4 +67,3 @@ class SimilarityScorer(PairScorer):
         return PairScores.without_rematch(
             p_clean, p_clean, similarity, heads=heads, info={"epochs_run": params["epochs"] if train else 0}
         )
-
