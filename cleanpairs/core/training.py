@@ -139,7 +139,9 @@ class HeadTrainer:
         for start in range(0, max(stop, 1 if drop_last else 0), size):
             yield order[start : start + size]
 
-    def _batch(self, idx: torch.Tensor) -> Batch:
+    def batch(self, idx: torch.Tensor) -> Batch:
+        """The pairs ``idx`` as one batch: their score matrix under the current heads, with
+        gradients (methods that train on a second kind of batch, as L2RM's noisy one, use it)."""
         owners = self.image_index[idx]
         scores = self.image_head(self.images[owners]) @ self.text_head(self.texts[idx]).T
         return Batch(idx, scores, owners[:, None] == owners[None, :])
@@ -163,7 +165,7 @@ class HeadTrainer:
         self.text_head.train()
         total, steps = 0.0, 0
         for idx in self._batches(subset, self.config.batch_size, drop_last=True):
-            loss = loss_fn(self._batch(idx)).mean()
+            loss = loss_fn(self.batch(idx)).mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.grad_clip > 0:
@@ -192,7 +194,7 @@ class HeadTrainer:
         self.text_head.eval()
         out = torch.empty(self.n, device=self.device)
         for idx in self._batches(None, batch_size or self.config.batch_size, drop_last=False):
-            out[idx] = fn(self._batch(idx)).float()
+            out[idx] = fn(self.batch(idx)).float()
         return out.cpu().numpy()
 
     @torch.no_grad()
@@ -200,7 +202,7 @@ class HeadTrainer:
         """This model's score matrix on another trainer's batch (no gradient): a peer's view."""
         self.image_head.eval()
         self.text_head.eval()
-        scores = self._batch(index.to(self.device)).scores
+        scores = self.batch(index.to(self.device)).scores
         self.image_head.train()
         self.text_head.train()
         return scores

@@ -188,13 +188,6 @@ def symmetric_kl(
     return total
 
 
-def noisy_scores(model: HeadTrainer, index: torch.Tensor) -> Batch:
-    """A batch of noisy pairs (images by captions) with gradients, like the trainer's own."""
-    owners = model.image_index[index]
-    scores = model.image_head(model.images[owners]) @ model.text_head(model.texts[index]).T
-    return Batch(index, scores, owners[:, None] == owners[None, :])
-
-
 def cycle_batches(pool: np.ndarray, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Endless shuffled batches of ``pool`` (a new order at every pass), as the official code
     restarts the noisy loader whenever it runs out."""
@@ -211,7 +204,7 @@ def rematch_loss(
     """The noisy batch's loss and what its transport did (share of rows that moved mass,
     mass left on forbidden entries)."""
     idx = torch.from_numpy(index).to(model.device)
-    batch = noisy_scores(model, idx)
+    batch = model.batch(idx)
     with torch.no_grad():
         log_plan = partial_transport(
             transport_cost(batch.scores), batch.same_image, rho=params["rho"], reg=params["reg"]
