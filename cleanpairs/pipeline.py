@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import cleanpairs
-from cleanpairs.core.rematch import REMATCH_DEFAULTS, check_rematch_params, rematch_pairs
+from cleanpairs.core.rematch import REMATCH_DEFAULTS, check_rematch_params, rematch_in_shared_space
 from cleanpairs.encoders import check_encoder_id, embed_corpus
 from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.io.atomic import refuse_overwrite
@@ -78,18 +78,8 @@ def rematch_scores(
     dict
         The settings and counts, for the run metadata.
     """
-    chosen = {**REMATCH_DEFAULTS, **(settings or {})}
-    if scores.heads is not None:
-        images = scores.heads.embed_images(pairs.images)
-        texts = scores.heads.embed_texts(pairs.texts)
-    elif pairs.aligned:
-        images, texts = pairs.images, pairs.texts
-    else:
-        raise ParameterError(
-            "this method trained no shared space and the encoder has none: nothing to rematch in"
-        )
-    found = rematch_pairs(
-        images, texts, pairs.image_index, scores.p_clean, caption_space=pairs.texts, **chosen
+    found = rematch_in_shared_space(
+        pairs, scores.heads, scores.p_clean, **{**REMATCH_DEFAULTS, **(settings or {})}
     )
     scores.rematch_index = found.index
     scores.rematch_score = found.score

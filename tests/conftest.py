@@ -11,6 +11,7 @@ import pytest
 
 from cleanpairs.encoders.offline import OfflineEncoder
 from cleanpairs.noise import shuffle_captions
+from cleanpairs.schema import RunMetadata
 
 FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 
@@ -38,6 +39,21 @@ def with_shuffled_captions(table: pa.Table, rate: float, seed: int = 0, *, sourc
     if source:
         table = table.append_column("caption_image_id", pa.array(ids[noise.caption_source].tolist()))
     return table
+
+
+def run_metadata(rows: int, roles: dict[str, str], **fields: object) -> RunMetadata:
+    """The metadata of a scores file written by hand in a test (a similarity run on ``rows`` rows)."""
+    defaults: dict[str, object] = {
+        "version": "0",
+        "method": "similarity",
+        "params": {},
+        "encoder": "offline",
+        "seed": 0,
+        "input": ["in.parquet"],
+        "input_fingerprint": "f",
+        "estimated_noise_rate": 0.5,
+    }
+    return RunMetadata(**{**defaults, **fields, "roles": roles, "rows": rows, "scored_rows": rows})
 
 
 @pytest.fixture(scope="session")

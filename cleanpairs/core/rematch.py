@@ -13,13 +13,16 @@ capacity carried from block to block. Cost and memory grow with N x k.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ot
 
 from cleanpairs.core.candidates import nearest_items, normalize_rows
 from cleanpairs.errors import ParameterError
+
+if TYPE_CHECKING:  # the methods package imports this module; no import back at run time
+    from cleanpairs.methods.base import Heads, PairEmbeddings
 
 REMATCH_DEFAULTS = {"k": 10, "mass": 0.5, "threshold": 0.5, "block": 128}
 """Candidates per image, transported share of the mismatched images' mass, the ``p_clean``
@@ -283,3 +286,26 @@ def _solve_block(
     took = plan.max(axis=1) > 0.5
     partner[took] = columns[plan.argmax(axis=1)[took]]
     return partner
+
+
+def rematch_in_shared_space(
+    pairs: PairEmbeddings, heads: Heads | None, p_clean: np.ndarray, **settings: Any
+) -> Rematch:
+    """:func:`rematch_pairs` where images and captions meet in the space of a method's trained
+    ``heads`` (the encoder's own when there are none and it is aligned), and captions meet
+    captions in the text encoder's space.
+
+    Raises
+    ------
+    ParameterError
+        No heads and an encoder whose two spaces are separate: nothing to match in.
+    """
+    if heads is not None:
+        images, texts = heads.embed_images(pairs.images), heads.embed_texts(pairs.texts)
+    elif pairs.aligned:
+        images, texts = pairs.images, pairs.texts
+    else:
+        raise ParameterError(
+            "this method trained no shared space and the encoder has none: nothing to rematch in"
+        )
+    return rematch_pairs(images, texts, pairs.image_index, p_clean, caption_space=pairs.texts, **settings)

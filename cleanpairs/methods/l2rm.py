@@ -41,7 +41,7 @@ import torch
 
 from cleanpairs.core.losses import hinge_triplet, info_nce, matching_probabilities
 from cleanpairs.core.mixture import bmm_clean_posterior
-from cleanpairs.core.rematch import REMATCH_DEFAULTS, rematch_pairs
+from cleanpairs.core.rematch import REMATCH_DEFAULTS, rematch_in_shared_space
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
@@ -346,14 +346,11 @@ class L2RMScorer(PairScorer):
 
     @staticmethod
     def _rematch(pairs: PairEmbeddings, heads: Any, p_clean: np.ndarray, params: dict[str, Any]) -> Any:
-        # Captions are compared with captions in the text encoder's own space.
-        return rematch_pairs(
-            heads.embed_images(pairs.images),
-            heads.embed_texts(pairs.texts),
-            pairs.image_index,
+        return rematch_in_shared_space(
+            pairs,
+            heads,
             p_clean,
             k=params["rematch_k"],
             mass=params["rematch_mass"],
             threshold=params["p_threshold"],
-            caption_space=pairs.texts,
         )

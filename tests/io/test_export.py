@@ -10,7 +10,8 @@ from PIL import Image
 from cleanpairs.errors import InputError
 from cleanpairs.io.export import export_scores
 from cleanpairs.io.scores import write_scores
-from cleanpairs.schema import P_CLEAN, SIMILARITY, RunMetadata, output_fields
+from cleanpairs.schema import P_CLEAN, SIMILARITY, output_fields
+from tests.conftest import run_metadata
 
 
 @pytest.fixture
@@ -30,17 +31,10 @@ def scores_file(tmp_path):
     columns[P_CLEAN] = pa.array([0.9, 0.2, 0.7, 0.6, 0.1], pa.float32())
     columns[SIMILARITY] = pa.array([0.5] * 5, pa.float32())
     columns["cp_status"] = pa.array(["ok"] * 5)
-    meta = RunMetadata(
-        version="0",
-        method="similarity",
-        params={},
-        encoder="offline",
-        seed=0,
+    meta = run_metadata(
+        5,
+        {"key": "key", "image": "image", "caption": "caption"},
         input=[str(folder / "pairs.parquet")],
-        input_fingerprint="f",
-        roles={"key": "key", "image": "image", "caption": "caption"},
-        rows=5,
-        scored_rows=5,
         estimated_noise_rate=0.4,
         extra={"image_base": str(folder)},
     )

@@ -6,7 +6,8 @@ import pytest
 from cleanpairs.errors import InputError
 from cleanpairs.io import scores as scores_io
 from cleanpairs.io.scores import filter_scores, open_scores, write_scores
-from cleanpairs.schema import P_CLEAN, RunMetadata, output_fields
+from cleanpairs.schema import P_CLEAN, output_fields
+from tests.conftest import run_metadata
 
 
 def make_scores_file(path, n=1000, seed=0):
@@ -17,19 +18,7 @@ def make_scores_file(path, n=1000, seed=0):
     columns = {f.name: pa.nulls(n, f.type) for f in output_fields(pa.string())}
     columns[P_CLEAN] = pa.array(p, from_pandas=True)
     columns["cp_status"] = pa.array(["ok"] * n)
-    meta = RunMetadata(
-        version="0",
-        method="similarity",
-        params={},
-        encoder="offline",
-        seed=0,
-        input=["in.parquet"],
-        input_fingerprint="f",
-        roles={"key": "key"},
-        rows=n,
-        scored_rows=n,
-        estimated_noise_rate=0.5,
-    )
+    meta = run_metadata(n, {"key": "key"})
     write_scores(table, columns, meta, path)
     return p
 
