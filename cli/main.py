@@ -2,78 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-
-import cleanpairs
-from cleanpairs.errors import CleanpairsError, InputError
-
-app = typer.Typer(
-    name="cleanpairs",
-    help="Find and fix mismatched image-caption pairs in image-text corpora.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def reports_errors(fn: F) -> F:
-    """Turn a CleanpairsError into one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CleanpairsError as err:
-            _fail(str(err))
-        except KeyboardInterrupt:
-            typer.echo("interrupted; nothing was written", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def parse_params(items: list[str]) -> dict[str, str]:
-    """``["epochs=5", "lr=1e-3"]`` -> ``{"epochs": "5", "lr": "1e-3"}``."""
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"--param takes NAME=VALUE; got {item!r}")
-        out[name.strip()] = value.strip()
-    return out
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"cleanpairs {cleanpairs.__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """Find and fix mismatched image-caption pairs in image-text corpora."""
-
-
-def _percent(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+from cleanpairs.cli.app import app, parse_params, percent, reports_errors
 
 
 @app.command()
@@ -160,7 +94,7 @@ def score(
             f"rematched {found['rematched']} of {found['candidates']} pairs below {found['threshold']}"
         )
     typer.echo(
-        f"estimated noise rate {_percent(meta.estimated_noise_rate)}; encoded "
+        f"estimated noise rate {percent(meta.estimated_noise_rate)}; encoded "
         f"{run.encoded.get('images', 0)} images and {run.encoded.get('texts', 0)} captions "
         f"(the rest from the cache); {meta.timings['total_s']:.1f} s"
     )
@@ -256,7 +190,7 @@ def info(
     typer.echo(f"method     {meta.method}  {meta.params}")
     typer.echo(f"encoder    {meta.encoder}")
     typer.echo(f"seed       {meta.seed}   cleanpairs {meta.version}")
-    typer.echo(f"noise rate {_percent(meta.estimated_noise_rate)} (estimated)")
+    typer.echo(f"noise rate {percent(meta.estimated_noise_rate)} (estimated)")
     for status, count in sorted(summary.status_counts.items(), key=lambda kv: -kv[1]):
         typer.echo(f"status     {count:>8}  {status}")
     typer.echo("cp_p_clean")
@@ -272,8 +206,8 @@ def info(
             f"(flagging cp_p_clean < 0.5)"
         )
         typer.echo(
-            f"noise rate: true {_percent(d['true_noise_rate'])}, estimated "
-            f"{_percent(d['estimated_noise_rate'])}, flagged {_percent(d['flagged_rate'])}"
+            f"noise rate: true {percent(d['true_noise_rate'])}, estimated "
+            f"{percent(d['estimated_noise_rate'])}, flagged {percent(d['flagged_rate'])}"
         )
 
 
@@ -307,7 +241,7 @@ def demo_corpus(
     )
     path = write_image_corpus(output, demo.images, table)
     typer.echo(
-        f"wrote {n} pairs of {images} pictures, {_percent(1 - demo.is_clean.mean())} mismatched -> {path}"
+        f"wrote {n} pairs of {images} pictures, {percent(1 - demo.is_clean.mean())} mismatched -> {path}"
     )
 
 

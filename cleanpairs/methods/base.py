@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -180,8 +181,9 @@ def head_params(batch_size: int = 256, batch_doc: str = "pairs per batch") -> di
 class PairScorer:
     """Base class of every method: learns on a noisy corpus's embeddings and scores each pair.
 
-    Subclasses set ``name``, ``summary`` and ``params`` and implement ``_fit``. ``__init__``
-    only stores keyword-only hyperparameters; ``fit`` checks them, learns, and returns self;
+    Subclasses set ``name``, ``summary`` and ``params`` and implement ``_fit``, calling
+    :meth:`epoch_done` after each training epoch. ``__init__`` only stores keyword-only
+    hyperparameters (and an optional ``on_epoch`` observer); ``fit`` checks them, learns, and returns self;
     ``score`` returns the per-pair arrays in input order.
     """
 
@@ -191,10 +193,27 @@ class PairScorer:
     needs_trusted: ClassVar[bool] = False
     """True for methods that learn from a small set of pairs known to be clean (MSCN)."""
 
-    def __init__(self, *, seed: int = 0, device: str = "auto", **hyperparameters: Any) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        device: str = "auto",
+        on_epoch: Callable[[int, Heads], None] | None = None,
+        **hyperparameters: Any,
+    ) -> None:
         self.seed = seed
         self.device = device
+        self.on_epoch = on_epoch
         self.hyperparameters = hyperparameters
+
+    def epoch_done(self, epoch: int, heads: Callable[[], Heads]) -> None:
+        """Show ``on_epoch`` (when given) the heads as they stand after training epoch ``epoch``.
+
+        ``heads`` is called only when someone watches, so unwatched runs pay nothing. Benchmarks
+        use this to follow retrieval quality over the epochs (training stability).
+        """
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, heads())
 
     @classmethod
     def check_params(cls, values: dict[str, Any]) -> dict[str, Any]:

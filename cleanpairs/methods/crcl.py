@@ -108,6 +108,7 @@ class CRCLScorer(PairScorer):
                     loss = self._loss(labels, params, refining=refining, reset=first_warmup_end)
                     model.run_epoch(loss, lr=lr_at(epoch, config.lr, params["lr_step"]))
                     state.end_epoch("soft_label")
+                    self.epoch_done(stage * warmup + sum(stages[:stage]) + epoch, model.heads)
         soft_label = labels.numpy().astype(np.float32)
         p_clean = bmm_clean_posterior(soft_label)
         state.set("p_clean", p_clean)

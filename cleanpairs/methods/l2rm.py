@@ -283,6 +283,7 @@ class L2RMScorer(PairScorer):
                     lambda b: robust_info_nce(b.scores, temperature, b.same_image),
                     lr=lr_at(epoch, config.lr, params["lr_step"]),
                 )
+                self.epoch_done(epoch, model.heads)
             for epoch in range(epochs):
                 posterior = self._split(model, params)
                 state.update(p_clean=posterior)
@@ -293,6 +294,7 @@ class L2RMScorer(PairScorer):
                 model.run_epoch(
                     loss, np.flatnonzero(clean), lr=lr_at(warmup + epoch, config.lr, params["lr_step"])
                 )
+                self.epoch_done(warmup + epoch, model.heads)
             p_clean = self._split(model, params)
         soft_label = p_clean.copy()
         state.update(p_clean=p_clean)

@@ -387,6 +387,7 @@ class MSCNScorer(PairScorer):
                     subset = clean_subset(p_clean, params["p_threshold"], min(n, 2 * config.batch_size))
                     loss = self._bilevel_loss(model, meta_net, meta_optimizer, meta, rng, lr, params)
                 model.run_epoch(loss, subset, lr=lr)
+                self.epoch_done(epoch, model.heads)
             p_clean = self._purify(model, meta_net, meta, rng, params)
             soft_label = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
         state.update(p_clean=p_clean, soft_label=soft_label)

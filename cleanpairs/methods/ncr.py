@@ -131,9 +131,13 @@ class NCRScorer(PairScorer):
                 HeadTrainer(pairs, config, seed=self.seed + k, device=self.device, progress=bar)
                 for k in range(2)
             ]
+            def averaged() -> AveragedHeads:
+                return AveragedHeads([m.heads() for m in models])
+
             for epoch in range(warmup):
                 for model in models:
                     model.run_epoch(self._warmup_loss(params), lr=lr_at(epoch, config.lr, params["lr_step"]))
+                self.epoch_done(epoch, averaged)
             for epoch in range(epochs):
                 posteriors = [self._split(m, params, self.seed) for m in models]
                 state.update(p_clean=np.mean(posteriors, axis=0))
@@ -145,6 +149,7 @@ class NCRScorer(PairScorer):
                     subset = None if train_noisy else np.flatnonzero(clean)
                     loss = self._training_loss(models[1 - k], divided, clean, params)
                     model.run_epoch(loss, subset, lr=lr_at(warmup + epoch, config.lr, params["lr_step"]))
+                self.epoch_done(warmup + epoch, averaged)
             posteriors = [self._split(m, params, self.seed) for m in models]
         p_clean = np.mean(posteriors, axis=0).astype(np.float32)
         soft_label = self._final_labels(models, p_clean, split_clean(p_clean, params["p_threshold"]), params)

@@ -51,8 +51,9 @@ class SimilarityScorer(PairScorer):
             config = HeadConfig.from_params(params)
             with progress_bar(params["epochs"] * (len(pairs) // params["batch_size"]), self.name) as bar:
                 trainer = HeadTrainer(pairs, config, seed=self.seed, device=self.device, progress=bar)
-                for _ in range(params["epochs"]):
+                for epoch in range(params["epochs"]):
                     trainer.run_epoch(lambda b: info_nce(b.scores, params["temperature"], b.same_image))
+                    self.epoch_done(epoch, trainer.heads)
             heads = trainer.heads()
             similarity = trainer.similarity()
         else:

@@ -106,3 +106,17 @@ def test_parameter_messages_say_what_is_allowed():
 def test_unknown_method_lists_the_registered_ones():
     with pytest.raises(ParameterError, match="unknown method 'nope'; available: .*similarity"):
         get_method("nope")
+
+
+def test_on_epoch_shows_the_heads_after_every_training_epoch(method):
+    pairs, _ = synthetic_pairs()
+    cls = get_method(method)
+    seen = []
+
+    def watch(epoch, heads):
+        seen.append((epoch, heads.embed_texts(pairs.texts[:3]).shape))
+
+    trusted = trusted_pairs() if cls.needs_trusted else None
+    scores = cls(seed=0, device="cpu", on_epoch=watch, **FAST.get(method, {})).fit(pairs, trusted).score()
+    assert [epoch for epoch, _ in seen] == list(range(scores.info["epochs_run"]))
+    assert all(shape[0] == 3 for _, shape in seen)

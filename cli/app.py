@@ -1,0 +1,76 @@
+"""The Typer application and what every command shares: one-line errors with exit code 2,
+``--param`` parsing. Commands live in :mod:`cleanpairs.cli.main` and the modules it imports."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+import cleanpairs
+from cleanpairs.errors import CleanpairsError, InputError
+
+app = typer.Typer(
+    name="cleanpairs",
+    help="Find and fix mismatched image-caption pairs in image-text corpora.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def reports_errors(fn: F) -> F:
+    """Turn a CleanpairsError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CleanpairsError as err:
+            _fail(str(err))
+        except KeyboardInterrupt:
+            typer.echo("interrupted; nothing was written", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    """``["epochs=5", "lr=1e-3"]`` -> ``{"epochs": "5", "lr": "1e-3"}``."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--param takes NAME=VALUE; got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cleanpairs {cleanpairs.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Find and fix mismatched image-caption pairs in image-text corpora."""
+
+
+def percent(x: float | None) -> str:
+    """A share as a percentage with one decimal, or n/a."""
+    return "n/a" if x is None else f"{100 * x:.1f}%"
