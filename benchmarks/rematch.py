@@ -5,8 +5,8 @@ The corpus: images in a 256-d shared space, five captions per image near their i
 384-d caption space (as the text encoder's, which `score --rematch` passes) where captions
 of one image share a topic, 20% of the captions moved to other pairs and marked noisy
 (p_clean 0.1). Results are merged into
-docs/benchmarks.json under "rematch_scale"; benchmarks/trainers.py renders them into
-docs/benchmarks.md (run this one first, as `make bench` does).
+docs/benchmarks.json under "rematch_scale"; benchmarks/compose.py renders them into
+docs/benchmarks.md, as `make bench` does.
 
     python benchmarks/rematch.py [--sizes 10000,100000,1000000]
 """
@@ -127,16 +127,7 @@ def main() -> None:
     data = json.loads(results.read_text()) if results.exists() else {}
     data["rematch_scale"] = rows
     results.write_text(json.dumps(data, indent=1))
-    import trainers  # the page is one document; trainers.py renders all of it
-
-    if {"throughput", "similarity", "filter", "ceiling", "trainers"} <= set(data):
-        page = ROOT / "docs" / "benchmarks.md"
-        page.write_text(
-            trainers.foundation.render(data["throughput"], data["similarity"], data["filter"])
-            + trainers.render(data)
-        )
-        print(f"wrote {page}")
-
+    print(f"merged into {results}; benchmarks/compose.py renders docs/benchmarks.md")
 
 if __name__ == "__main__":
     main()

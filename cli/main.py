@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from cleanpairs.cli.app import app, parse_params, percent, reports_errors
 
 
@@ -243,6 +244,11 @@ def demo_corpus(
     typer.echo(
         f"wrote {n} pairs of {images} pictures, {percent(1 - demo.is_clean.mean())} mismatched -> {path}"
     )
+
+
+# Commands defined in their own modules register on import; after these, so `--help` lists score first.
+from cleanpairs.cli import bench as _bench  # noqa: E402, F401  (registers bench)
+from cleanpairs.cli import retrieval as _retrieval  # noqa: E402, F401  (registers train, eval, search)
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from cleanpairs.cli.main import app
 from typer.testing import CliRunner
+
+from cleanpairs.cli.main import app
 
 runner = CliRunner()
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from cleanpairs.cli.main import app
 from typer.testing import CliRunner
 
+from cleanpairs.cli.main import app
 from cleanpairs.io.scores import read_run_metadata
 from cleanpairs.metrics import rematch_metrics
 from tests.conftest import flickr_slice, with_shuffled_captions

@@ -13,6 +13,8 @@ FAST = {
     "crcl": {"batch_size": 16, "stages": "2,2,2,6"},
     "l2rm": {"batch_size": 32, "warmup_epochs": 5, "epochs": 6},
     "mscn": {"batch_size": 32, "warmup_epochs": 5, "epochs": 10},
+    "rcar": {"batch_size": 32, "warmup_epochs": 5, "epochs": 6},
+    "tsvc": {"batch_size": 32, "warmup_epochs": 2, "epochs": 4},
 }
 
 

@@ -1,0 +1,101 @@
+"""The benchmark runner on a small synthetic corpus: rows, truth, resuming, bad settings."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cleanpairs.bench import (
+    BenchSetup,
+    inject,
+    method_params,
+    noise_cases,
+    resolve_methods,
+    run_benchmark,
+    run_key,
+)
+from cleanpairs.bench_report import aggregate, render_report
+from cleanpairs.errors import ParameterError
+from cleanpairs.methods import PairEmbeddings
+from tests.methods.test_contract import synthetic_pairs
+
+
+def clean_corpus(n_images=60, per_image=3):
+    pairs, _ = synthetic_pairs(n_images=n_images, per_image=per_image, noise=0.0)
+    return pairs
+
+
+def test_injected_noise_is_the_truth_of_the_run():
+    clean = clean_corpus()
+    case = noise_cases(["complete:0.4"], [3])[0]
+    noisy, noise = inject(clean, case)
+    moved = ~noise.is_clean
+    assert noise.noise_rate == pytest.approx(0.4, abs=0.03)
+    assert np.array_equal(noisy.texts, clean.texts[noise.caption_source])
+    assert not np.array_equal(noisy.texts[moved], clean.texts[moved])
+    assert np.array_equal(noisy.texts[~moved], clean.texts[~moved])
+
+
+def test_rows_measure_every_method_on_every_case_and_skip_what_is_done():
+    clean = clean_corpus()
+    cases = noise_cases(["shuffle:0.3", "complete:0.3"], [0, 1])
+    setup = BenchSetup(["similarity"], {"similarity": {"epochs": 30, "batch_size": 32}}, evaluation=clean)
+    seen = []
+    rows = run_benchmark(
+        clean, cases, setup, done={("similarity", "shuffle", 0.3, 1)}, on_row=lambda r, p, t: seen.append(r)
+    )
+    measured = [(r["method"], r["kind"], r["seed"]) for r in rows]
+    # similarity on 3 cases (one was done), and the unfiltered / clean references on every case.
+    assert sum(m == "similarity" for m, _, _ in measured) == 3
+    assert ("similarity", "shuffle", 1) not in measured
+    assert (
+        sum(m == "unfiltered" for m, _, _ in measured) == 4 and sum(m == "clean" for m, _, _ in measured) == 4
+    )
+    assert seen == rows
+    shuffle = next(r for r in rows if r["method"] == "similarity" and r["kind"] == "shuffle")
+    assert 0.9 < shuffle["auroc"] <= 1.0 and shuffle["true_noise_rate"] == pytest.approx(0.3, abs=0.02)
+    assert 0 <= shuffle["rematch_accuracy"] <= 1 and shuffle["heads_rsum"] > 0
+    assert 0 < shuffle["downstream_rows"] < len(clean)
+    clean_row = next(r for r in rows if r["method"] == "clean")
+    unfiltered = next(r for r in rows if r["method"] == "unfiltered" and r["kind"] == "complete")
+    assert (
+        clean_row["downstream_rows"] == len(clean)
+        and clean_row["downstream_rsum"] > unfiltered["downstream_rsum"]
+    )
+
+
+def test_report_averages_seeds_and_shows_the_spread():
+    rows = [
+        {"method": "ncr", "kind": "shuffle", "rate": 0.2, "seed": s, "auroc": a, "true_noise_rate": 0.2}
+        for s, a in ((0, 0.90), (1, 0.96))
+    ]
+    (group,) = aggregate(rows)
+    assert group["auroc"] == pytest.approx(0.93) and group["auroc_std"] == pytest.approx(0.03)
+    assert math.isnan(group["ap"])
+    text = render_report(rows, heading="H", description="D", export_thresh=0.15)
+    assert "| shuffle 20% | ncr | 0.9300 ± 0.0300 | – |" in text
+    assert "### Rematching" not in text
+
+
+def test_bad_benchmark_settings_say_what_is_allowed():
+    with pytest.raises(ParameterError, match="KIND:RATE"):
+        noise_cases(["0.2"], [0])
+    with pytest.raises(ParameterError, match="at least one seed"):
+        noise_cases(["shuffle:0.2"], [])
+    with pytest.raises(ParameterError, match="METHOD.NAME=VALUE"):
+        method_params({"epochs": "3"})
+    with pytest.raises(ParameterError, match="unknown method"):
+        resolve_methods(["nope"], have_trusted=False)
+    with pytest.raises(ParameterError, match="mscn learns from a trusted set"):
+        resolve_methods(["mscn"], have_trusted=False)
+    methods, skipped = resolve_methods(["all"], have_trusted=False)
+    assert "mscn" in skipped and "mscn" not in methods and "ncr" in methods
+    assert run_key({"method": "a", "kind": "shuffle", "rate": "0.2", "seed": "1"}) == ("a", "shuffle", 0.2, 1)
+
+
+def test_pair_embeddings_are_untouched_by_a_run():
+    clean = clean_corpus(30)
+    before = clean.texts.copy()
+    setup = BenchSetup(["similarity"], {"similarity": {"epochs": 5, "batch_size": 16}}, rematch=False)
+    run_benchmark(clean, noise_cases(["shuffle:0.5"], [0]), setup)
+    assert np.array_equal(clean.texts, before) and isinstance(clean, PairEmbeddings)
