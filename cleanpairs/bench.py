@@ -287,6 +287,28 @@ def _settings(
     }
 
 
+def resumable_settings(old: dict[str, Any], new: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The settings of a resumed benchmark: ``new`` must match ``old`` in everything that changes
+    a run's numbers, and in the parameters of every method both run; methods may be added.
+
+    Raises
+    ------
+    ParameterError
+        The settings differ; the message names what differs.
+    """
+    differ = sorted(k for k in set(old) | set(new) if k != "params" and old.get(k) != new.get(k))
+    old_params, new_params = old.get("params", {}), new.get("params", {})
+    differ += [
+        f"{m} parameters" for m in sorted(set(old_params) & set(new_params)) if old_params[m] != new_params[m]
+    ]
+    if differ:
+        raise ParameterError(
+            f"the results in {folder} were made with other settings ({', '.join(differ)}); "
+            "resume with the same ones or choose another -o"
+        )
+    return {**new, "params": {**old_params, **new_params}}
+
+
 def bench_corpus(
     source: str | os.PathLike,
     output: str | os.PathLike,
@@ -387,11 +409,8 @@ def bench_corpus(
         )
     settings = _settings(source, evaluation, setup, encoder, embedded.fingerprint)
     previous = read_result_rows(folder) if resume else []
-    if previous and read_settings(folder) != settings:
-        raise ParameterError(
-            f"the results in {folder} were made with other settings (corpus, encoder, evaluation, "
-            "threshold, rematch, parameters); resume with the same ones or choose another -o"
-        )
+    if previous:
+        settings = resumable_settings(read_settings(folder) or {}, settings, folder)
     write_settings(folder, settings)
     rows = list(previous)
 

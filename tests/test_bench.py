@@ -99,3 +99,15 @@ def test_pair_embeddings_are_untouched_by_a_run():
     setup = BenchSetup(["similarity"], {"similarity": {"epochs": 5, "batch_size": 16}}, rematch=False)
     run_benchmark(clean, noise_cases(["shuffle:0.5"], [0]), setup)
     assert np.array_equal(clean.texts, before) and isinstance(clean, PairEmbeddings)
+
+
+def test_resuming_may_add_methods_but_not_change_what_was_measured(tmp_path):
+    from cleanpairs.bench import resumable_settings
+
+    old = {"encoder": "offline", "thresh": 0.5, "params": {"ncr": {"epochs": 6}}}
+    added = {"encoder": "offline", "thresh": 0.5, "params": {"ncr": {"epochs": 6}, "tsvc": {"epochs": 5}}}
+    assert resumable_settings(old, added, tmp_path)["params"] == added["params"]
+    with pytest.raises(ParameterError, match=r"other settings \(ncr parameters\)"):
+        resumable_settings(old, {**added, "params": {"ncr": {"epochs": 3}}}, tmp_path)
+    with pytest.raises(ParameterError, match=r"other settings \(thresh\)"):
+        resumable_settings(old, {**old, "thresh": 0.7}, tmp_path)
