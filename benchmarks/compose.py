@@ -7,6 +7,7 @@ with its plots) and the training-stability benchmark (docs/bench/stability.md).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,8 +21,13 @@ BENCH = DOCS / "bench"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--note", default="", help="a paragraph on the conditions of this run")
+    args = parser.parse_args()
     data = json.loads((DOCS / "benchmarks.json").read_text())
     parts = [foundation.render(data["throughput"], data["similarity"], data["filter"])]
+    if args.note:
+        parts.append(args.note)
     report = BENCH / "report.md"
     if report.exists():
         parts.append(report.read_text())

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cleanpairs.core.rematch import REMATCH_DEFAULTS, rematch_in_shared_space
-from cleanpairs.errors import ParameterError
+from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.methods import PairEmbeddings, available_methods, get_method
 from cleanpairs.metrics import detection_metrics, rematch_metrics, retrieval_metrics
 from cleanpairs.noise import InjectedNoise, inject_noise, parse_noise_specs
@@ -356,18 +356,14 @@ def bench_corpus(
     on_row
         Called with each new row as soon as it is measured.
     """
-    from cleanpairs.bench_report import auroc_figure, histogram_figure, render_report
     from cleanpairs.encoders import check_encoder_id, embed_corpus
     from cleanpairs.io.results import (
-        load_pair_scores,
         prepare_results_folder,
         read_result_rows,
         read_settings,
-        save_figure,
         save_pair_scores,
         write_result_rows,
         write_settings,
-        write_text,
     )
     from cleanpairs.io.tables import read_pairs
 
@@ -427,37 +423,48 @@ def bench_corpus(
     if not rows:
         raise ParameterError("the benchmark made no runs")
 
-    description = (
-        f"`cleanpairs bench` on {Path(source).name} ({len(clean):,} pairs, "
-        f"{len(np.unique(clean.image_index)):,} images, taken as clean), encoder `{encoder}`"
-        + (f"; retrieval measured on {Path(evaluation).name}" if evaluation is not None else "")
+    files = write_bench_report(folder, rows, settings)
+    return BenchReport(folder, rows, len(fresh), skipped, files)
+
+
+def describe_bench(rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The paragraph above a benchmark's tables: corpus, encoder, what each column means."""
+    corpus = Path(str(settings.get("corpus", "corpus"))).name
+    evaluation = settings.get("evaluation")
+    pairs = max((int(r["pairs"]) for r in rows if r.get("pairs") is not None), default=0)
+    text = (
+        f"`cleanpairs bench` on {corpus} ({pairs:,} pairs, taken as clean), "
+        f"encoder `{settings.get('encoder')}`"
+        + (f"; retrieval measured on {Path(str(evaluation)).name}" if evaluation else "")
         + f". Each cell: mean over seeds {sorted({int(r['seed']) for r in rows})}"
         + " (± std where more than one). AUROC / AP: the injected mismatches as positives, ranked by "
         "`1 - cp_p_clean`. Wall: fit plus rematch, seconds, embeddings cached."
-        + (
-            f" Downstream: linear InfoNCE heads (`cleanpairs train`) on the pairs with cp_p_clean >= {thresh}"
-            + (" plus rematched pairs scoring >= 0.15" if rematch else "")
+    )
+    if evaluation and settings.get("downstream"):
+        text += (
+            f" Downstream: linear InfoNCE heads (`cleanpairs train`) on the pairs with cp_p_clean >= "
+            f"{settings.get('thresh')}"
+            + (f" plus rematched pairs scoring >= {EXPORT_REMATCH_THRESH}" if settings.get("rematch") else "")
             + "; rSum = R@1+5+10 both directions."
-            if setup.evaluation is not None and downstream_models
-            else ""
         )
+    return text
+
+
+def write_bench_report(folder: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[Path]:
+    """Write ``report.md``, ``auroc.png`` and the ``p_clean`` histograms of a results folder."""
+    from cleanpairs.bench_report import auroc_figure, histogram_figure, render_report
+    from cleanpairs.io.results import RESULTS_CSV, SETTINGS, load_pair_scores, save_figure, write_text
+
+    report = render_report(
+        rows,
+        heading=f"Benchmark: {Path(str(settings.get('corpus', 'corpus'))).name}",
+        description=describe_bench(rows, settings),
+        export_thresh=EXPORT_REMATCH_THRESH,
     )
-    files = [folder / "results.csv", folder / "settings.json"]
-    files.append(
-        write_text(
-            folder / "report.md",
-            render_report(
-                rows,
-                heading=f"Benchmark: {Path(source).name}",
-                description=description,
-                export_thresh=EXPORT_REMATCH_THRESH,
-            ),
-        )
-    )
+    files = [folder / RESULTS_CSV, folder / SETTINGS, write_text(folder / "report.md", report)]
     files.append(save_figure(auroc_figure(rows), folder / "auroc.png"))
-    seen_cases = dict.fromkeys((str(r["kind"]), float(r["rate"])) for r in rows)
     first_seed = min(int(r["seed"]) for r in rows)
-    for kind, rate in seen_cases:
+    for kind, rate in dict.fromkeys((str(r["kind"]), float(r["rate"])) for r in rows):
         case = NoiseCase(kind, rate, first_seed)
         samples = []
         for method in dict.fromkeys(str(r["method"]) for r in rows):
@@ -467,4 +474,23 @@ def bench_corpus(
         if samples:
             figure = histogram_figure(samples, f"cp_p_clean, {case.label} noise, seed {first_seed}")
             files.append(save_figure(figure, folder / f"p_clean-{kind}-{rate:g}.png"))
-    return BenchReport(folder, rows, len(fresh), skipped, files)
+    return files
+
+
+def rewrite_bench_report(output: str | os.PathLike) -> BenchReport:
+    """Render a results folder's tables and plots again from its ``results.csv``, running nothing
+    (after a benchmark was stopped, or to refresh the report).
+
+    Raises
+    ------
+    InputError
+        The folder holds no benchmark results.
+    """
+    from cleanpairs.io.results import read_result_rows, read_settings
+
+    folder = Path(output)
+    rows = read_result_rows(folder)
+    settings = read_settings(folder)
+    if not rows or settings is None:
+        raise InputError(f"{folder} holds no benchmark results (results.csv and settings.json)")
+    return BenchReport(folder, rows, 0, [], write_bench_report(folder, rows, settings))

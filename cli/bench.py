@@ -86,10 +86,19 @@ def bench(
         bool, typer.Option(help="Add to the results in OUTPUT, skipping runs already made.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars (only on a terminal).")] = True,
+    report_only: Annotated[
+        bool, typer.Option(help="Only render OUTPUT's tables and plots again from its results.csv.")
+    ] = False,
 ) -> None:
     """Benchmark the methods on a clean corpus with injected noise: detection, retrieval, rematching."""
-    from cleanpairs.bench import bench_corpus, method_params
+    from cleanpairs.bench import bench_corpus, method_params, rewrite_bench_report
 
+    if report_only:
+        report = rewrite_bench_report(output)
+        typer.echo(f"rendered {len(report.rows)} runs of {output}")
+        for path in report.files:
+            typer.echo(f"  {path}")
+        return
     report = bench_corpus(
         corpus,
         output,

@@ -104,3 +104,20 @@ def test_bad_bench_input_is_one_line_and_writes_nothing(corpora, tmp_path, extra
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_report_only_renders_the_folder_again_without_running(results):
+    out, _, _ = results
+    report = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    (out / "auroc.png").unlink()
+    rows_before = (out / "results.csv").read_text()
+    result = invoke("bench", "ignored.parquet", "-o", out, "--report-only")
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").read_text() == report and (out / "auroc.png").exists()
+    assert (out / "results.csv").read_text() == rows_before
+
+
+def test_report_only_of_a_folder_without_results_is_refused(tmp_path):
+    result = invoke("bench", "ignored.parquet", "-o", tmp_path, "--report-only")
+    assert result.exit_code == 2 and "holds no benchmark results" in result.output
