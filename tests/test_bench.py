@@ -111,3 +111,11 @@ def test_resuming_may_add_methods_but_not_change_what_was_measured(tmp_path):
         resumable_settings(old, {**added, "params": {"ncr": {"epochs": 3}}}, tmp_path)
     with pytest.raises(ParameterError, match=r"other settings \(thresh\)"):
         resumable_settings(old, {**old, "thresh": 0.7}, tmp_path)
+
+
+def test_a_method_that_keeps_nothing_leaves_a_gap_not_an_error():
+    clean = clean_corpus(30)
+    setup = BenchSetup(["similarity"], evaluation=clean, thresh=1.0, rematch=False)
+    (row, *_) = run_benchmark(clean, noise_cases(["shuffle:0.3"], [0]), setup)
+    assert row["method"] == "similarity"
+    assert row["downstream_rows"] == 0 and math.isnan(row["downstream_rsum"])
