@@ -31,7 +31,10 @@ def _describe(row: dict[str, Any]) -> str:
     if row.get("heads_rsum") is not None:
         parts.append(f"heads rSum {row['heads_rsum']:.1f}")
     if row.get("downstream_rsum") is not None:
-        parts.append(f"downstream rSum {row['downstream_rsum']:.1f} on {row['downstream_rows']} pairs")
+        if math.isnan(row["downstream_rsum"]):
+            parts.append("downstream: too few pairs kept to train on")
+        else:
+            parts.append(f"downstream rSum {row['downstream_rsum']:.1f} on {row['downstream_rows']} pairs")
     if row.get("wall_s") is not None:
         parts.append(f"{row['wall_s']:.1f} s")
     return head + "  " + "  ".join(parts)
