@@ -27,12 +27,14 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (noise kind, rate, method): each metric's mean and std over the seeds.
 
     Entries are ordered by noise kind (as :data:`NOISE_KINDS`), rate, then the order in which
-    methods first appear.
+    methods first appear, the downstream references last.
     """
     groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((str(row["kind"]), float(row["rate"]), str(row["method"])), []).append(row)
-    method_order = {m: i for i, m in enumerate(dict.fromkeys(str(r["method"]) for r in rows))}
+    # Methods in the order they first ran; the downstream references after them.
+    methods = [m for m in dict.fromkeys(str(r["method"]) for r in rows) if m not in (UNFILTERED, CLEAN)]
+    method_order = {m: i for i, m in enumerate([*methods, UNFILTERED, CLEAN])}
     kind_order = {k: i for i, k in enumerate(NOISE_KINDS)}
     out = []
     for (kind, rate, method), members in sorted(
