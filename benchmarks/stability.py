@@ -20,39 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
+from cleanpairs.bench import NoiseCase, heads_rsum, inject
 from cleanpairs.encoders import embed_corpus
 from cleanpairs.io.tables import read_pairs
 from cleanpairs.methods import Heads, PairEmbeddings, get_method
-from cleanpairs.metrics import detection_metrics, retrieval_metrics
-from cleanpairs.noise import inject_noise
+from cleanpairs.metrics import detection_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FLICKR = ROOT.parent / "shared" / "data" / "flickr8k"
 NOISE_SEED = 0
 
 
-def embedded(split: str) -> tuple[PairEmbeddings, np.ndarray]:
-    """A Flickr8k split's embeddings (from the cache) and each pair's image id."""
-    corpus = read_pairs(FLICKR / f"{split}.parquet")
-    found = embed_corpus(corpus, "offline", progress=False)
-    ids = np.asarray(corpus.table.column("image_id").to_pylist())[found.rows]
-    return found.pairs, ids
-
-
-def with_shuffled_captions(
-    pairs: PairEmbeddings, ids: np.ndarray, rate: float
-) -> tuple[PairEmbeddings, np.ndarray]:
-    """The pairs with a ``rate`` share of captions shuffled among them, and which pairs stay clean."""
-    noise = inject_noise("shuffle", ids, rate, seed=NOISE_SEED)
-    noisy = PairEmbeddings(
-        pairs.images, pairs.texts[noise.caption_source], pairs.image_index, pairs.keys, pairs.aligned
-    )
-    return noisy, noise.is_clean
-
-
-def dev_rsum(heads: Heads, dev: PairEmbeddings) -> float:
-    emb = retrieval_metrics(heads.embed_images(dev.images), heads.embed_texts(dev.texts), dev.image_index)
-    return float(emb["rsum"])
+def embedded(split: str) -> PairEmbeddings:
+    """A Flickr8k split's embeddings (from the cache)."""
+    return embed_corpus(read_pairs(FLICKR / f"{split}.parquet"), "offline", progress=False).pairs
 
 
 def run_one(method: str, seed: int, pairs: PairEmbeddings, clean: np.ndarray, dev: PairEmbeddings) -> dict:
@@ -60,7 +41,7 @@ def run_one(method: str, seed: int, pairs: PairEmbeddings, clean: np.ndarray, de
     curve: list[float] = []
 
     def watch(epoch: int, heads: Heads) -> None:
-        curve.append(dev_rsum(heads, dev))
+        curve.append(heads_rsum(heads, dev))
 
     scorer = get_method(method)(seed=seed, on_epoch=watch)
     tick = time.perf_counter()
@@ -68,7 +49,7 @@ def run_one(method: str, seed: int, pairs: PairEmbeddings, clean: np.ndarray, de
     seconds = time.perf_counter() - tick
     return {
         "curve": curve,
-        "final_rsum": dev_rsum(scores.heads, dev),
+        "final_rsum": heads_rsum(scores.heads, dev),
         "auroc": detection_metrics(scores.p_clean, clean)["auroc"],
         "fit_s_with_watching": seconds,
     }
@@ -150,11 +131,12 @@ def main() -> None:
     methods = args.methods.split(",")
     rates = [float(r) for r in args.rates.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    train, ids = embedded("train")
-    dev, _ = embedded("dev")
+    train = embedded("train")
+    dev = embedded("dev")
     rows = []
     for rate in rates:
-        pairs, clean = with_shuffled_captions(train, ids, rate)
+        pairs, noise = inject(train, NoiseCase("shuffle", rate, NOISE_SEED))
+        clean = noise.is_clean
         for method in methods:
             runs = []
             for seed in seeds:
