@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from cleanpairs.core.agreement import CaptionAgreement, agreement_param
 from cleanpairs.core.losses import active_complementary, matching_probabilities
 from cleanpairs.core.mixture import bmm_clean_posterior
 from cleanpairs.core.state import PairState
@@ -82,6 +83,9 @@ class CRCLScorer(PairScorer):
             high=1,
         ),
         "complementary_weight": Param(float, 5.0, "weight of the complementary term", low=0),
+        # Off by default: CRCL's labels pile up just above 0, and a second mixture over them
+        # plus the agreement ranked worse at 80% shuffled and complete noise (docs/methods.md).
+        "agreement": agreement_param(default=0.0),
         **head_params(batch_size=128),
     }
 
@@ -110,7 +114,8 @@ class CRCLScorer(PairScorer):
                     state.end_epoch("soft_label")
                     self.epoch_done(stage * warmup + sum(stages[:stage]) + epoch, model.heads)
         soft_label = labels.numpy().astype(np.float32)
-        p_clean = bmm_clean_posterior(soft_label)
+        agreement = CaptionAgreement(pairs.texts, pairs.image_index)
+        p_clean = agreement.split(soft_label, bmm_clean_posterior, params["agreement"])
         state.set("p_clean", p_clean)
         return PairScores.without_rematch(
             p_clean,

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from cleanpairs.core.agreement import CaptionAgreement, agreement_param
 from cleanpairs.core.heads import AveragedHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
 from cleanpairs.core.mixture import gmm_clean_posterior
@@ -109,6 +110,7 @@ class NCRScorer(PairScorer):
         "p_threshold": Param(
             float, 0.5, "clean posterior above which a pair is taken as clean", low=0, high=1
         ),
+        "agreement": agreement_param(),
         "noisy_from": Param(
             float,
             1.0,
@@ -125,6 +127,7 @@ class NCRScorer(PairScorer):
         warmup, epochs = params["warmup_epochs"], params["epochs"]
         n = len(pairs)
         state = PairState(n)
+        agreement = CaptionAgreement(pairs.texts, pairs.image_index)
         steps = n // min(config.batch_size, n)
         with progress_bar(2 * steps * (warmup + epochs), self.name) as bar:
             models = [
@@ -139,7 +142,7 @@ class NCRScorer(PairScorer):
                     model.run_epoch(self._warmup_loss(params), lr=lr_at(epoch, config.lr, params["lr_step"]))
                 self.epoch_done(epoch, averaged)
             for epoch in range(epochs):
-                posteriors = [self._split(m, params, self.seed) for m in models]
+                posteriors = [self._split(m, params, self.seed, agreement) for m in models]
                 state.update(p_clean=np.mean(posteriors, axis=0))
                 train_noisy = epoch >= params["noisy_from"] * epochs
                 for k, model in enumerate(models):
@@ -150,7 +153,7 @@ class NCRScorer(PairScorer):
                     loss = self._training_loss(models[1 - k], divided, clean, params)
                     model.run_epoch(loss, subset, lr=lr_at(warmup + epoch, config.lr, params["lr_step"]))
                 self.epoch_done(warmup + epoch, averaged)
-            posteriors = [self._split(m, params, self.seed) for m in models]
+            posteriors = [self._split(m, params, self.seed, agreement) for m in models]
         p_clean = np.mean(posteriors, axis=0).astype(np.float32)
         soft_label = self._final_labels(models, p_clean, split_clean(p_clean, params["p_threshold"]), params)
         similarity = np.mean([m.similarity() for m in models], axis=0)
@@ -170,12 +173,17 @@ class NCRScorer(PairScorer):
         return lambda b: info_nce(b.scores, params["temperature"], b.same_image)
 
     @staticmethod
-    def _split(model: HeadTrainer, params: dict[str, Any], seed: int) -> np.ndarray:
+    def _split(
+        model: HeadTrainer,
+        params: dict[str, Any],
+        seed: int,
+        agreement: CaptionAgreement,
+    ) -> np.ndarray:
         if params["loss"] == "hinge":
             losses = model.pair_statistic(lambda b: per_pair_loss(b, params["margin"]))
         else:
             losses = model.corpus_loss(params["temperature"])
-        return clean_posterior(losses, seed=seed)
+        return agreement.split(-losses, lambda s: clean_posterior(-s, seed=seed), params["agreement"])
 
     @staticmethod
     def _training_loss(

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from cleanpairs.core.agreement import CaptionAgreement, agreement_param
 from cleanpairs.core.losses import info_nce, soft_info_nce
 from cleanpairs.core.mixture import bmm_clean_posterior
 from cleanpairs.core.state import PairState
@@ -154,6 +155,7 @@ class RCARScorer(PairScorer):
         ),
         "warmup_epochs": Param(int, 1, "epochs on all pairs with label 1 before the first split", low=0),
         "epochs": Param(int, 5, "epochs of split + refurbishment after the warm-up", low=1),
+        "agreement": agreement_param(),
         **head_params(),
     }
 
@@ -165,14 +167,15 @@ class RCARScorer(PairScorer):
         with progress_bar(model.steps_per_epoch() * (warmup + epochs), self.name) as bar:
             model.progress = bar
             tasks = MultiTask(model, params)
+            agreement = CaptionAgreement(pairs.texts, pairs.image_index)
             for epoch in range(warmup + epochs):
                 labels = None
                 if epoch >= warmup:
-                    noise, labels = self._refurbish(model, params)
+                    noise, labels = self._refurbish(model, params, agreement)
                     state.update(p_clean=1 - noise, soft_label=labels)
                 model.run_epoch(tasks.loss(labels), lr=lr_at(epoch, config.lr, params["lr_step"]))
                 self.epoch_done(epoch, model.heads)
-            noise, labels = self._refurbish(model, params)
+            noise, labels = self._refurbish(model, params, agreement)
         p_clean = (1 - noise).astype(np.float32)
         state.update(p_clean=p_clean, soft_label=labels)
         return PairScores.without_rematch(
@@ -184,8 +187,10 @@ class RCARScorer(PairScorer):
         )
 
     @staticmethod
-    def _refurbish(model: HeadTrainer, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def _refurbish(
+        model: HeadTrainer, params: dict[str, Any], agreement: CaptionAgreement
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Noise posterior and refurbished label of every pair under the model as it stands."""
         losses = model.corpus_loss(params["temperature"])
-        noise = noise_posterior(losses)
+        noise = 1 - agreement.split(-losses, lambda s: 1 - noise_posterior(-s), params["agreement"])
         return noise, refurbish(noise, predict_correspondence(losses))

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cleanpairs.core.agreement import CaptionAgreement, agreement_param
 from cleanpairs.core.heads import ProjectionHead
 from cleanpairs.core.losses import info_nce, matching_probabilities, soft_info_nce
 from cleanpairs.core.mixture import gmm_clean_posterior
@@ -237,6 +238,7 @@ class TSVCScorer(PairScorer):
         "assistant_hidden": Param(
             int, 0, "hidden width of the Assistant's image head into the caption space (0: linear)", low=0
         ),
+        "agreement": agreement_param(),
         **head_params(batch_doc="pairs per batch (all three models)"),
     }
 
@@ -246,6 +248,12 @@ class TSVCScorer(PairScorer):
         n = len(pairs)
         state = PairState(n)
         master_config = HeadConfig.from_params(params)
+        agreement = CaptionAgreement(pairs.texts, pairs.image_index)
+
+        def split(score: np.ndarray) -> np.ndarray:
+            mixture = lambda s: gmm_clean_posterior(s, seed=self.seed)  # noqa: E731
+            return agreement.split(score, mixture, params["agreement"])
+
         steps = n // min(master_config.batch_size, n)
         with progress_bar(3 * steps * (warmup + epochs), self.name) as bar:
             models = build_tripartite(pairs, params, seed=self.seed, device=self.device, progress=bar)
@@ -259,7 +267,7 @@ class TSVCScorer(PairScorer):
                 views = self._views(models, pairs, temperature)
                 labels = mi_soft_label(views, params["variation_weight"])
                 score = mi_score(views, params["variation_weight"])
-                label_posterior = gmm_clean_posterior(score, seed=self.seed)
+                label_posterior = split(score)
                 shares = distribute(label_posterior, gmm_clean_posterior(views[0], seed=self.seed), threshold)
                 state.update(soft_label=labels, p_clean=label_posterior)
                 lr = lr_at(warmup + epoch, master_config.lr, params["lr_step"])
@@ -272,7 +280,7 @@ class TSVCScorer(PairScorer):
                 self.epoch_done(warmup + epoch, master.heads)
             views = self._views(models, pairs, temperature)
         soft_label = mi_soft_label(views, params["variation_weight"])
-        p_clean = gmm_clean_posterior(mi_score(views, params["variation_weight"]), seed=self.seed)
+        p_clean = split(mi_score(views, params["variation_weight"]))
         state.update(soft_label=soft_label, p_clean=p_clean)
         return PairScores.without_rematch(
             p_clean,

@@ -55,6 +55,13 @@ def test_soft_labels_are_bounded_and_the_same_seed_repeats(method, noisy_slice, 
     assert np.array_equal(again.soft_label, scores.soft_label)
 
 
+def test_caption_agreement_sharpens_the_split_on_real_photos(noisy_slice, fitted):
+    pairs, clean = noisy_slice
+    alone = fit_method(pairs, "ncr", {**SMALL["ncr"], "agreement": 0.0}, seed=0, device="cpu")[0]
+    with_agreement = detection_metrics(fitted["ncr"].p_clean, clean)["auroc"]
+    assert with_agreement > detection_metrics(alone.p_clean, clean)["auroc"] + 0.005
+
+
 def test_trained_heads_retrieve_their_own_captions(noisy_slice, fitted):
     pairs, clean = noisy_slice
     heads = fitted["ncr"].heads

@@ -1,0 +1,137 @@
+"""Caption agreement: evidence from the other captions of the same image.
+
+Corpora such as Flickr and COCO give each image several captions. A wrong caption is
+unlike its image's right ones, while right captions paraphrase each other; a trainer that
+splits clean from noisy pairs on its own loss alone leaves this evidence unused. The other
+captions are themselves doubtful, so each one counts with the clean posterior the split
+gave it last time: under complete noise (an image's whole caption set moved) the moved
+captions agree with each other, but their low posteriors silence them.
+
+Each caption's agreement counts relative to that of its image's other captions, so that an
+image whose captions all paraphrase each other (easy scenes) or none do (busy ones) does
+not move its pairs as a block. The agreement is measured in the text encoder's own space,
+which no training has fitted to the noise. Where an image has one caption (the usual web
+corpus) the confidence is zero and the split statistic is left as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from cleanpairs.methods.base import Param
+
+
+def agreement_param(default: float = 1.0) -> Param:
+    """The ``agreement`` hyperparameter, worded once for every method that splits with it."""
+    return Param(
+        float,
+        default,
+        "weight of caption agreement in the split: how a caption agrees with its image's other "
+        "captions, each weighted by its clean posterior (0: the method's own statistic alone)",
+        low=0,
+    )
+
+
+class CaptionAgreement:
+    """Posterior-weighted agreement of each caption with the other captions of its image.
+
+    Parameters
+    ----------
+    texts
+        ``(n, d)`` caption embeddings of the corpus's pairs, any scale.
+    image_index
+        ``(n,)`` each pair's image.
+    """
+
+    def __init__(self, texts: np.ndarray, image_index: np.ndarray) -> None:
+        norms = np.linalg.norm(texts, axis=1, keepdims=True)
+        self.texts = (texts / np.maximum(norms, 1e-12)).astype(np.float32)
+        self.image_index = np.asarray(image_index)
+        self.n_images = int(self.image_index.max()) + 1 if len(self.image_index) else 0
+
+    def measure(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each caption's mean cosine with its image's other captions, weighted by ``weights``.
+
+        Returns
+        -------
+        agreement
+            ``(n,)`` float32 weighted mean cosine (0 where the other captions weigh nothing).
+        confidence
+            ``(n,)`` float32 total weight of the other captions, capped at 1.
+        """
+        w = np.asarray(weights, dtype=np.float32)
+        sums = np.zeros((self.n_images, self.texts.shape[1]), np.float32)
+        np.add.at(sums, self.image_index, self.texts * w[:, None])
+        totals = np.bincount(self.image_index, weights=w, minlength=self.n_images)
+        others = sums[self.image_index] - self.texts * w[:, None]
+        weight = np.maximum(totals[self.image_index] - w, 0.0)
+        agreement = np.einsum("ij,ij->i", self.texts, others) / np.maximum(weight, 1e-6)
+        return agreement.astype(np.float32), np.minimum(weight, 1.0).astype(np.float32)
+
+    def _others_mean(self, values: np.ndarray) -> np.ndarray:
+        """For each pair, the mean of ``values`` over the other pairs of its image (0 if none)."""
+        sums = np.bincount(self.image_index, weights=values, minlength=self.n_images)
+        counts = np.bincount(self.image_index, minlength=self.n_images)
+        others = counts[self.image_index] - 1
+        return (sums[self.image_index] - values) / np.maximum(others, 1)
+
+    def split(
+        self, cleanness: np.ndarray, posterior_of: Callable[[np.ndarray], np.ndarray], weight: float
+    ) -> np.ndarray:
+        """A method's clean posterior with the agreement taken into account.
+
+        ``posterior_of`` is the method's own split (its mixture over a statistic, higher is
+        cleaner). It runs once on ``cleanness``; its posterior weighs the other captions and
+        sides the pairs for :meth:`combine`, and it runs again on the combined statistic.
+        With ``weight`` 0 the method's split is returned untouched.
+        """
+        posterior = posterior_of(cleanness)
+        if weight == 0:
+            return posterior
+        return posterior_of(self.combine(cleanness, posterior, weight))
+
+    def combine(self, cleanness: np.ndarray, posterior: np.ndarray | None, weight: float) -> np.ndarray:
+        """A split statistic (higher is cleaner) with the agreement added as far as it separates.
+
+        The two pieces of evidence are summed the way Fisher's discriminant sums independent
+        features: each scaled by how far apart its means lie in the current split (``posterior``
+        weighting each pair's side), over its within-side variance. So agreement counts for
+        much where wrong captions disagree with their image's others (shuffled captions) and
+        for little where they do not (a whole caption set moved together), without being told
+        which noise the corpus has. The agreement is judged on the pairs whose other captions
+        weigh at least 0.5, and enters in proportion to that weight; ``weight`` scales it.
+        With no ``posterior`` yet (the first split), ``weight`` 0, or no image with two
+        captions, the statistic is returned as it was.
+        """
+        cleanness = np.asarray(cleanness, dtype=np.float64)
+        if posterior is None or weight == 0:
+            return cleanness
+        p = np.clip(np.asarray(posterior, dtype=np.float64), 0.0, 1.0)
+        agreement, confidence = self.measure(posterior)
+        agreement = agreement - self._others_mean(agreement)
+        judged = confidence >= 0.5
+        own = _discriminant(cleanness, p)
+        other = _discriminant(agreement[judged], p[judged])
+        if own is None or other is None:
+            return cleanness
+        slope, middle = other
+        evidence = weight * confidence * max(slope, 0.0) * (agreement - middle)
+        return own[0] * (cleanness - own[1]) + evidence
+
+
+def _discriminant(x: np.ndarray, p: np.ndarray) -> tuple[float, float] | None:
+    """Fisher's slope ``(mean_clean - mean_noisy) / within-side variance`` and the midpoint of
+    the two means, each pair counting ``p`` towards the clean side; ``None`` when a side or
+    the spread is empty."""
+    clean, noisy = p.sum(), (1 - p).sum()
+    if len(x) < 2 or clean < 1 or noisy < 1:
+        return None
+    x = np.asarray(x, dtype=np.float64)
+    mean_clean = float((p * x).sum() / clean)
+    mean_noisy = float(((1 - p) * x).sum() / noisy)
+    variance = float((p * (x - mean_clean) ** 2 + (1 - p) * (x - mean_noisy) ** 2).sum() / len(x))
+    if variance <= 1e-12:
+        return None
+    return (mean_clean - mean_noisy) / variance, (mean_clean + mean_noisy) / 2
