@@ -50,7 +50,9 @@ def test_score_rematch_proposes_the_captions_written_for_each_image(rematched):
     confident = rematch_metrics(partner, score, pair_image, caption_image, min_score=EXPORT_THRESH)
     # Chance is about one in the ~100 mismatched captions.
     assert everything["accuracy"] > 0.3 and everything["coverage"] > 0.3
-    assert confident["accuracy"] > everything["accuracy"]
+    # What an export at the threshold writes is mostly right (with caption agreement in the
+    # split nearly every proposal is, so "better than all proposals" no longer separates).
+    assert confident["accuracy"] > 0.9 and confident["coverage"] > 0.1
     p_clean = np.array(table.column("cp_p_clean").to_pylist())
     assert np.all(partner[p_clean >= 0.5] == -1)
     meta = read_run_metadata(rematched)
