@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -251,8 +252,7 @@ class TSVCScorer(PairScorer):
         agreement = CaptionAgreement(pairs.texts, pairs.image_index)
 
         def split(score: np.ndarray) -> np.ndarray:
-            mixture = lambda s: gmm_clean_posterior(s, seed=self.seed)  # noqa: E731
-            return agreement.split(score, mixture, params["agreement"])
+            return agreement.split(score, partial(gmm_clean_posterior, seed=self.seed), params["agreement"])
 
         steps = n // min(master_config.batch_size, n)
         with progress_bar(3 * steps * (warmup + epochs), self.name) as bar:
