@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 import cleanpairs
 from cleanpairs.errors import CleanpairsError, InputError
+
+# Options several commands take, declared once so their flags and help read the same everywhere.
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+CacheDirOption = Annotated[Path | None, typer.Option(help="Embedding cache [default: ~/.cache/cleanpairs].")]
+ProgressOption = Annotated[bool, typer.Option(help="Show progress bars (only on a terminal).")]
+KeyColOption = Annotated[str | None, typer.Option(help="Column of unique pair keys.")]
+ImageColOption = Annotated[str | None, typer.Option(help="Column of image paths or bytes.")]
+TextColOption = Annotated[str | None, typer.Option(help="Column of captions.")]
 
 app = typer.Typer(
     name="cleanpairs",

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cleanpairs.cli.app import app, parse_params, reports_errors
+from cleanpairs.cli.app import CacheDirOption, DeviceOption, ProgressOption, app, parse_params, reports_errors
 from cleanpairs.errors import ParameterError
 
 
@@ -81,14 +81,12 @@ def bench(
     encoder: Annotated[
         str, typer.Option(help="offline, openclip:ARCH/TAG, openclip:ARCH:PATH or precomputed.")
     ] = ("offline"),
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Embedding cache [default: ~/.cache/cleanpairs].")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    cache_dir: CacheDirOption = None,
+    device: DeviceOption = "auto",
     resume: Annotated[
         bool, typer.Option(help="Add to the results in OUTPUT, skipping runs already made.")
     ] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars (only on a terminal).")] = True,
+    progress: ProgressOption = True,
     report_only: Annotated[
         bool, typer.Option(help="Only render OUTPUT's tables and plots again from its results.csv.")
     ] = False,

@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from cleanpairs.cli.app import app, parse_params, percent, reports_errors
+from cleanpairs.cli.app import (
+    CacheDirOption,
+    DeviceOption,
+    ImageColOption,
+    KeyColOption,
+    ProgressOption,
+    TextColOption,
+    app,
+    parse_params,
+    percent,
+    reports_errors,
+)
 
 
 @app.command()
@@ -32,14 +43,12 @@ def score(
         list[str] | None, typer.Option("--param", help="Method hyperparameter NAME=VALUE (repeatable).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same input and seed give the same output.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    key_col: Annotated[str | None, typer.Option(help="Column of unique pair keys.")] = None,
-    image_col: Annotated[str | None, typer.Option(help="Column of image paths or bytes.")] = None,
-    text_col: Annotated[str | None, typer.Option(help="Column of captions.")] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Embedding cache [default: ~/.cache/cleanpairs].")
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars (only on a terminal).")] = True,
+    device: DeviceOption = "auto",
+    key_col: KeyColOption = None,
+    image_col: ImageColOption = None,
+    text_col: TextColOption = None,
+    cache_dir: CacheDirOption = None,
+    progress: ProgressOption = True,
     rematch: Annotated[
         bool, typer.Option(help="Propose a new caption for the image of every pair below the threshold.")
     ] = False,

@@ -7,11 +7,16 @@ from typing import Annotated
 
 import typer
 
-from cleanpairs.cli.app import app, reports_errors
-
-_CACHE_HELP = "Embedding cache [default: ~/.cache/cleanpairs]."
-_DEVICE_HELP = "auto, cpu, cuda or cuda:N."
-_PROGRESS_HELP = "Show progress bars (only on a terminal)."
+from cleanpairs.cli.app import (
+    CacheDirOption,
+    DeviceOption,
+    ImageColOption,
+    KeyColOption,
+    ProgressOption,
+    TextColOption,
+    app,
+    reports_errors,
+)
 
 
 @app.command()
@@ -28,9 +33,9 @@ def train(
     ] = 0.15,
     epochs: Annotated[int | None, typer.Option(help="Training epochs [default: by corpus size].")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same input and seed give the same model.")] = 0,
-    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
-    cache_dir: Annotated[Path | None, typer.Option(help=_CACHE_HELP)] = None,
-    progress: Annotated[bool, typer.Option(help=_PROGRESS_HELP)] = True,
+    device: DeviceOption = "auto",
+    cache_dir: CacheDirOption = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Train a retrieval model (heads on the frozen encoder) on the kept pairs of a scores file."""
     from cleanpairs.retrieval import train_from_scores
@@ -61,12 +66,12 @@ def train(
 def eval_(
     model: Annotated[Path, typer.Argument(help="A model folder written by `cleanpairs train`.")],
     corpus: Annotated[str, typer.Argument(help="A clean corpus (parquet/csv/jsonl file, folder or glob).")],
-    key_col: Annotated[str | None, typer.Option(help="Column of unique pair keys.")] = None,
-    image_col: Annotated[str | None, typer.Option(help="Column of image paths or bytes.")] = None,
-    text_col: Annotated[str | None, typer.Option(help="Column of captions.")] = None,
-    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
-    cache_dir: Annotated[Path | None, typer.Option(help=_CACHE_HELP)] = None,
-    progress: Annotated[bool, typer.Option(help=_PROGRESS_HELP)] = True,
+    key_col: KeyColOption = None,
+    image_col: ImageColOption = None,
+    text_col: TextColOption = None,
+    device: DeviceOption = "auto",
+    cache_dir: CacheDirOption = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Report recall@1/5/10 both ways and rSum of a model on a clean corpus."""
     from cleanpairs.retrieval import evaluate_corpus
@@ -101,12 +106,12 @@ def search(
         str | None, typer.Option(help="Corpus to search [default: the one the model was trained on].")
     ] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="How many results.")] = 5,
-    key_col: Annotated[str | None, typer.Option(help="Column of unique pair keys.")] = None,
-    image_col: Annotated[str | None, typer.Option(help="Column of image paths or bytes.")] = None,
-    text_col: Annotated[str | None, typer.Option(help="Column of captions.")] = None,
-    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
-    cache_dir: Annotated[Path | None, typer.Option(help=_CACHE_HELP)] = None,
-    progress: Annotated[bool, typer.Option(help=_PROGRESS_HELP)] = True,
+    key_col: KeyColOption = None,
+    image_col: ImageColOption = None,
+    text_col: TextColOption = None,
+    device: DeviceOption = "auto",
+    cache_dir: CacheDirOption = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Nearest images of a corpus for --text, or nearest captions for --image.
 
