@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+from sklearn.isotonic import isotonic_regression
 from sklearn.mixture import GaussianMixture
 
 from cleanpairs.errors import ParameterError
@@ -45,11 +46,43 @@ def gmm_clean_posterior(
     means = gmm.means_.ravel()
     clean = int(np.argmax(means) if higher_is_clean else np.argmin(means))
     posterior = gmm.predict_proba(x)[:, clean]
-    # Unequal variances make the raw posterior rise again in the far tail of the wider
-    # component; no pair may score above a pair that looks cleaner than it.
-    order = np.argsort(-x.ravel() if higher_is_clean else x.ravel(), kind="stable")
-    posterior[order] = np.minimum.accumulate(posterior[order])
-    return posterior.astype(np.float32)
+    return ranked_posterior(posterior, x.ravel(), higher_is_clean=higher_is_clean)
+
+
+RANK_SHARE = 1e-2
+"""How far :func:`ranked_posterior` may move a posterior to order the pairs it saturates."""
+
+
+def ranked_posterior(
+    posterior: np.ndarray, statistic: np.ndarray, *, higher_is_clean: bool, share: float = RANK_SHARE
+) -> np.ndarray:
+    """A mixture's clean posterior, made to rank pairs as the statistic it was fitted on does.
+
+    Two things keep a raw posterior from ranking like its statistic. Components of unequal
+    spread (and a beta component's pole at 0 or 1) make it rise again in a far tail, so a pair
+    can score above one that looks cleaner. And far from the boundary it saturates: thousands of
+    pairs read exactly 1 (or 0) in float32, and their order, which users sort by, is lost. The
+    posterior is therefore fitted by isotonic regression to be non-decreasing in cleanness
+    (pool-adjacent-violators: a tail that rises against the rest is averaged into it, not
+    allowed to drag the rest along), then ``share`` of it is given to the statistic's rank, which
+    moves no posterior by more than ``share`` and orders every pair the statistic orders.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 in [0, 1], one per pair, in the order given.
+    """
+    p = np.asarray(posterior, dtype=np.float64).ravel()
+    cleanness = np.asarray(statistic, dtype=np.float64).ravel()
+    if not higher_is_clean:
+        cleanness = -cleanness
+    if len(p) < 2:
+        return p.astype(np.float32)
+    order = np.argsort(cleanness, kind="stable")
+    fitted = np.empty_like(p)
+    fitted[order] = isotonic_regression(p[order], y_min=0.0, y_max=1.0, increasing=True)
+    rank = (stats.rankdata(cleanness, method="average") - 1) / (len(p) - 1)
+    return np.clip((1 - share) * fitted + share * rank, 0.0, 1.0).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,4 +255,14 @@ def bmm_clean_posterior(
     bmm = BetaMixture.fit(x, max_iter=max_iter, eps=eps)
     means = bmm.means()
     clean = int(np.argmax(means) if higher_is_clean else np.argmin(means))
-    return bmm.posterior(x)[:, clean].astype(np.float32)
+    return ranked_posterior(bmm.posterior(x)[:, clean], x, higher_is_clean=higher_is_clean)
+
+
+def clean_subset(posterior: np.ndarray, threshold: float, minimum: int) -> np.ndarray:
+    """Pairs to train on: those whose clean posterior is above ``threshold``, or the ``minimum``
+    most clean when fewer pass (a split that calls nearly everything noisy still leaves a batch
+    or two to learn from)."""
+    chosen = np.flatnonzero(posterior > threshold)
+    if len(chosen) >= minimum:
+        return chosen
+    return np.sort(np.argsort(-posterior, kind="stable")[:minimum])

@@ -39,7 +39,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
-from cleanpairs.core.mixture import BetaMixture
+from cleanpairs.core.mixture import BetaMixture, clean_subset, ranked_posterior
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.errors import ParameterError
@@ -243,8 +243,7 @@ def purify(
     The meta data is the prior: the noisy component starts as a beta fit to the meta
     negatives' scores, the clean one as a fit to the trusted pairs' scores (equal weights);
     EM then fits the mixture to the corpus (the official settings: 10 iterations, tol 1e-2).
-    The posterior is made monotone in the score, so that no pair ranks above one that scores
-    higher.
+    The posterior ranks pairs as their scores do (:func:`ranked_posterior`).
 
     Returns
     -------
@@ -276,18 +275,7 @@ def purify(
             weights=mass / mass.sum(),
         )
     clean = int(np.argmax(mixture.means()))
-    posterior = mixture.posterior(x)[:, clean]
-    order = np.argsort(-x, kind="stable")
-    posterior[order] = np.minimum.accumulate(posterior[order])
-    return posterior.astype(np.float32), mixture
-
-
-def clean_subset(posterior: np.ndarray, threshold: float, minimum: int) -> np.ndarray:
-    """Pairs to train on: those above ``threshold``, or the ``minimum`` most clean when fewer pass."""
-    chosen = np.flatnonzero(posterior > threshold)
-    if len(chosen) >= minimum:
-        return chosen
-    return np.sort(np.argsort(-posterior, kind="stable")[:minimum])
+    return ranked_posterior(mixture.posterior(x)[:, clean], x, higher_is_clean=True), mixture
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

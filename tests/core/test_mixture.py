@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from cleanpairs.core.mixture import BetaMixture, bmm_clean_posterior, gmm_clean_posterior
+from cleanpairs.core.mixture import (
+    RANK_SHARE,
+    BetaMixture,
+    bmm_clean_posterior,
+    gmm_clean_posterior,
+    ranked_posterior,
+)
 from cleanpairs.errors import ParameterError
 
 # Beta(2, 8) for 40% of the values, Beta(8, 2) for 60%; component 1 is the high one.
@@ -105,3 +111,33 @@ def test_gmm_clean_posterior_separates_two_gaussians():
     assert (p[300:] > 0.5).mean() > 0.99 and (p[:300] < 0.5).mean() > 0.99
     as_loss = gmm_clean_posterior(x, higher_is_clean=False)
     assert (as_loss[:300] > 0.5).mean() > 0.99
+
+
+def test_ranked_posterior_orders_the_pairs_a_saturated_posterior_ties():
+    loss = np.linspace(0.0, 1.0, 1001)
+    saturated = np.where(loss < 0.5, 1.0, 0.0)
+    p = ranked_posterior(saturated, loss, higher_is_clean=False)
+    # Lower loss, higher posterior, for every pair; no posterior moves more than the share.
+    assert np.all(np.diff(p.astype(np.float64)) < 0)
+    assert np.abs(p - saturated).max() <= RANK_SHARE + 1e-6
+    assert np.array_equal(p >= 0.5, saturated >= 0.5)
+
+
+def test_ranked_posterior_averages_a_tail_that_rises_against_the_rest_instead_of_following_it():
+    # A wide noisy component (or a beta pole) gives the very cleanest pairs a low posterior. A running
+    # minimum from the clean end would carry that low value onto every pair; isotonic regression pools
+    # the few offending pairs with their neighbours and leaves the split where it was.
+    cleanness = np.arange(1000, dtype=np.float64)
+    raw = np.where(cleanness < 400, 0.02, 0.97)
+    raw[-5:] = 0.05
+    p = ranked_posterior(raw, cleanness, higher_is_clean=True)
+    assert np.all(np.diff(p.astype(np.float64)) > 0)
+    assert (p < 0.5).sum() == 400
+    assert p[-1] > 0.8
+
+
+def test_mixture_posteriors_rank_as_their_statistic(two_betas):
+    x, _ = two_betas
+    for posterior in (bmm_clean_posterior(x), gmm_clean_posterior(x)):
+        assert len(np.unique(posterior)) == len(np.unique(x))
+        assert np.array_equal(np.argsort(posterior, kind="stable"), np.argsort(x, kind="stable"))
