@@ -16,7 +16,9 @@ records every reading that had to be made). Three parts:
    ``(1 - w) * 1 + w * P``, with ``w`` its noise posterior and ``P`` the model's own prediction
    that the pair matches (:func:`predict_correspondence`). A pair the mixture calls clean keeps
    its label near 1; one it calls noisy takes the model's prediction, near 0 for a mismatch. The
-   next epoch trains every pair with its refurbished label (soft-target InfoNCE).
+   next epoch trains the pairs the mixture calls clean with their refurbished labels
+   (soft-target InfoNCE); ``train_noisy=True`` trains every pair, as the paper does
+   (:func:`training_pairs`).
 
 ``cp_p_clean`` is the mixture's clean posterior ``1 - w`` after the last epoch, ``cp_soft_label``
 the refurbished label, ``cp_similarity`` the heads' cosine.
@@ -33,7 +35,7 @@ from torch.nn import functional as F
 
 from cleanpairs.core.agreement import CaptionAgreement, agreement_param
 from cleanpairs.core.losses import info_nce, soft_info_nce
-from cleanpairs.core.mixture import bmm_clean_posterior
+from cleanpairs.core.mixture import bmm_clean_posterior, clean_subset
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
@@ -92,6 +94,18 @@ def refurbish(noise: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     """
     labels = (1 - noise) + noise * prediction
     return np.clip(labels, 0, 1).astype(np.float32)
+
+
+def training_pairs(noise: np.ndarray, train_noisy: bool, minimum: int) -> np.ndarray | None:
+    """The pairs an epoch trains on: every pair with ``train_noisy`` (``None``), otherwise those
+    whose noise posterior is below one half (at least ``minimum``, the cleanest first).
+
+    Small heads over frozen features memorise whatever they train on, refurbished labels or
+    not; a mismatched pair they have learnt looks clean to the next split.
+    """
+    if train_noisy:
+        return None
+    return clean_subset(1 - noise, 0.5, minimum)
 
 
 class MultiTask:
@@ -155,6 +169,11 @@ class RCARScorer(PairScorer):
         ),
         "warmup_epochs": Param(int, 1, "epochs on all pairs with label 1 before the first split", low=0),
         "epochs": Param(int, 5, "epochs of split + refurbishment after the warm-up", low=1),
+        "train_noisy": Param(
+            bool,
+            False,
+            "also train the pairs the mixture calls noisy, with their refurbished labels (the paper)",
+        ),
         "agreement": agreement_param(),
         **head_params(),
     }
@@ -164,16 +183,18 @@ class RCARScorer(PairScorer):
         warmup, epochs = params["warmup_epochs"], params["epochs"]
         state = PairState(len(pairs))
         model = HeadTrainer(pairs, config, seed=self.seed, device=self.device)
+        floor = min(len(pairs), 2 * config.batch_size)
         with progress_bar(model.steps_per_epoch() * (warmup + epochs), self.name) as bar:
             model.progress = bar
             tasks = MultiTask(model, params)
             agreement = CaptionAgreement(pairs.texts, pairs.image_index)
             for epoch in range(warmup + epochs):
-                labels = None
+                labels, subset = None, None
                 if epoch >= warmup:
                     noise, labels = self._refurbish(model, params, agreement)
                     state.update(p_clean=1 - noise, soft_label=labels)
-                model.run_epoch(tasks.loss(labels), lr=lr_at(epoch, config.lr, params["lr_step"]))
+                    subset = training_pairs(noise, params["train_noisy"], floor)
+                model.run_epoch(tasks.loss(labels), subset, lr=lr_at(epoch, config.lr, params["lr_step"]))
                 self.epoch_done(epoch, model.heads)
             noise, labels = self._refurbish(model, params, agreement)
         p_clean = (1 - noise).astype(np.float32)

@@ -22,6 +22,7 @@ from cleanpairs.methods.rcar import (
     noise_posterior,
     predict_correspondence,
     refurbish,
+    training_pairs,
 )
 from cleanpairs.metrics import detection_metrics
 from cleanpairs.noise import inject_noise
@@ -42,6 +43,14 @@ def test_refurbished_label_moves_from_the_given_label_to_the_prediction_as_the_n
     assert labels[0] == pytest.approx(1.0) and labels[-1] == pytest.approx(0.1)
     assert np.all(np.diff(labels) < 0)
     np.testing.assert_allclose(labels, 1 - noise + noise * 0.1, rtol=1e-6)
+
+
+def test_an_epoch_trains_the_pairs_the_mixture_calls_clean_unless_told_to_train_every_pair():
+    noise = np.array([0.1, 0.9, 0.4, 0.6, 0.02])
+    assert np.array_equal(training_pairs(noise, False, minimum=2), [0, 2, 4])
+    assert training_pairs(noise, True, minimum=2) is None
+    # A split that calls nearly everything noisy still leaves the cleanest pairs to learn from.
+    assert np.array_equal(training_pairs(np.array([0.9, 0.7, 0.99, 0.8]), False, minimum=2), [1, 3])
 
 
 def test_the_noise_component_is_the_high_loss_one_and_predictions_fall_with_the_loss():
