@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,17 @@ from cleanpairs.metrics import detection_metrics, rematch_metrics, retrieval_met
 from cleanpairs.noise import InjectedNoise, inject_noise, parse_noise_specs
 
 UNFILTERED = "unfiltered"
+PERFECT = "perfect"
 CLEAN = "clean"
-"""Pseudo-methods of the downstream table: training on the noisy corpus as it is, and on the
-clean corpus (the ceiling)."""
+REFERENCES = {
+    UNFILTERED: "noisy corpus, unfiltered",
+    PERFECT: "its clean pairs only (perfect filter)",
+    CLEAN: "clean corpus (ceiling)",
+}
+"""Pseudo-methods of the downstream table, in the order they close it: the noisy corpus as it
+is; the noisy corpus with exactly its mismatched pairs removed (a perfect filter: what a method
+that only removes pairs aims at; rematched pairs, or the luck of training, can pass it); the
+clean corpus before the noise, the ceiling."""
 
 COLUMNS = [
     "method", "kind", "rate", "seed", "pairs", "true_noise_rate", "estimated_noise_rate",
@@ -194,14 +202,22 @@ def run_method(
 
 
 def baseline_rows(
-    clean: PairEmbeddings, noisy: PairEmbeddings, noise: InjectedNoise, case: NoiseCase, setup: BenchSetup
+    clean: PairEmbeddings,
+    noisy: PairEmbeddings,
+    noise: InjectedNoise,
+    case: NoiseCase,
+    setup: BenchSetup,
+    done: Collection[tuple[str, str, float, int]] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """The downstream references of a noise case: the noisy corpus unfiltered, the clean corpus."""
+    """The downstream references of a noise case (:data:`REFERENCES`) not yet in ``done``."""
+    truth = {"p_clean": noise.is_clean.astype(np.float32), "thresh": 0.5}
     rows = []
-    for name, pairs in ((UNFILTERED, noisy), (CLEAN, clean)):
+    for name, pairs, selection in ((UNFILTERED, noisy, {}), (PERFECT, noisy, truth), (CLEAN, clean, {})):
+        if (name, case.kind, case.rate, case.seed) in done:
+            continue
         row = {"method": name, "kind": case.kind, "rate": case.rate, "seed": case.seed, "pairs": len(pairs)}
         row["true_noise_rate"] = noise.noise_rate if name == UNFILTERED else 0.0
-        rows.append({**row, **downstream(pairs, setup, case.seed)})
+        rows.append({**row, **downstream(pairs, setup, case.seed, **selection)})
     return rows
 
 
@@ -225,7 +241,8 @@ def run_benchmark(
     want_baselines = setup.downstream and setup.evaluation is not None
     for case in cases:
         names = [m for m in setup.methods if (m, case.kind, case.rate, case.seed) not in done]
-        baselines = want_baselines and (UNFILTERED, case.kind, case.rate, case.seed) not in done
+        missing = [r for r in REFERENCES if (r, case.kind, case.rate, case.seed) not in done]
+        baselines = want_baselines and bool(missing)
         if not names and not baselines:
             continue
         noisy, noise = inject(clean, case)
@@ -235,7 +252,7 @@ def run_benchmark(
             if on_row is not None:
                 on_row(row, p_clean, noise.is_clean)
         if baselines:
-            for row in baseline_rows(clean, noisy, noise, case, setup):
+            for row in baseline_rows(clean, noisy, noise, case, setup, done):
                 rows.append(row)
                 if on_row is not None:
                     on_row(row, None, None)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cleanpairs.bench import CLEAN, UNFILTERED
+from cleanpairs.bench import CLEAN, REFERENCES
 from cleanpairs.noise import NOISE_KINDS
 
 NUMERIC = (
@@ -33,8 +33,8 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         groups.setdefault((str(row["kind"]), float(row["rate"]), str(row["method"])), []).append(row)
     # Methods in the order they first ran; the downstream references after them.
-    methods = [m for m in dict.fromkeys(str(r["method"]) for r in rows) if m not in (UNFILTERED, CLEAN)]
-    method_order = {m: i for i, m in enumerate([*methods, UNFILTERED, CLEAN])}
+    methods = [m for m in dict.fromkeys(str(r["method"]) for r in rows) if m not in REFERENCES]
+    method_order = {m: i for i, m in enumerate([*methods, *REFERENCES])}
     kind_order = {k: i for i, k in enumerate(NOISE_KINDS)}
     out = []
     for (kind, rate, method), members in sorted(
@@ -68,7 +68,7 @@ def detection_table(groups: list[dict[str, Any]]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for g in groups:
-        if g["method"] in (UNFILTERED, CLEAN):
+        if g["method"] in REFERENCES:
             continue
         lines.append(
             f"| {_noise(g)} | {g['method']} | {_cell(g, 'auroc', '.4f')} | {_cell(g, 'ap', '.4f')} | "
@@ -88,9 +88,7 @@ def retrieval_table(groups: list[dict[str, Any]]) -> list[str]:
         if math.isnan(g["downstream_rsum"]) and math.isnan(g["heads_rsum"]):
             continue
         top = ceiling.get((g["kind"], g["rate"]), float("nan"))
-        name = {UNFILTERED: "noisy corpus, unfiltered", CLEAN: "clean corpus (ceiling)"}.get(
-            g["method"], f"{g['method']}-filtered"
-        )
+        name = REFERENCES.get(g["method"], f"{g['method']}-filtered")
         share = g["downstream_rsum"] / top if top and not math.isnan(top) else float("nan")
         lines.append(
             f"| {_noise(g)} | {name} | {_cell(g, 'downstream_rows', '.0f')} | "
@@ -143,7 +141,7 @@ def auroc_figure(rows: Sequence[dict[str, Any]]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [g for g in aggregate(rows) if g["method"] not in (UNFILTERED, CLEAN)]
+    groups = [g for g in aggregate(rows) if g["method"] not in REFERENCES]
     kinds = list(dict.fromkeys(g["kind"] for g in groups))
     figure, axes = plt.subplots(1, max(len(kinds), 1), figsize=(4.2 * max(len(kinds), 1), 3.4), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=False):

@@ -45,12 +45,10 @@ def test_rows_measure_every_method_on_every_case_and_skip_what_is_done():
         clean, cases, setup, done={("similarity", "shuffle", 0.3, 1)}, on_row=lambda r, p, t: seen.append(r)
     )
     measured = [(r["method"], r["kind"], r["seed"]) for r in rows]
-    # similarity on 3 cases (one was done), and the unfiltered / clean references on every case.
+    # similarity on 3 cases (one was done), and the three references on every case.
     assert sum(m == "similarity" for m, _, _ in measured) == 3
     assert ("similarity", "shuffle", 1) not in measured
-    assert (
-        sum(m == "unfiltered" for m, _, _ in measured) == 4 and sum(m == "clean" for m, _, _ in measured) == 4
-    )
+    assert all(sum(m == ref for m, _, _ in measured) == 4 for ref in ("unfiltered", "perfect", "clean"))
     assert seen == rows
     shuffle = next(r for r in rows if r["method"] == "similarity" and r["kind"] == "shuffle")
     assert 0.9 < shuffle["auroc"] <= 1.0 and shuffle["true_noise_rate"] == pytest.approx(0.3, abs=0.02)
@@ -62,6 +60,20 @@ def test_rows_measure_every_method_on_every_case_and_skip_what_is_done():
         clean_row["downstream_rows"] == len(clean)
         and clean_row["downstream_rsum"] > unfiltered["downstream_rsum"]
     )
+    # The perfect filter trains on exactly the pairs the noise left alone.
+    perfect = next(r for r in rows if r["method"] == "perfect" and r["kind"] == "complete" and r["seed"] == 0)
+    _, noise = inject(clean, cases[2])
+    assert perfect["downstream_rows"] == noise.is_clean.sum() and perfect["true_noise_rate"] == 0.0
+
+
+def test_a_resumed_benchmark_measures_only_the_references_it_lacks():
+    clean = clean_corpus()
+    case = noise_cases(["shuffle:0.3"], [0])[0]
+    setup = BenchSetup(["similarity"], {"similarity": {"epochs": 30, "batch_size": 32}}, evaluation=clean)
+    done = {(m, "shuffle", 0.3, 0) for m in ("similarity", "unfiltered", "clean")}
+    rows = run_benchmark(clean, [case], setup, done=done)
+    assert [r["method"] for r in rows] == ["perfect"]
+    assert run_benchmark(clean, [case], setup, done={*done, ("perfect", "shuffle", 0.3, 0)}) == []
 
 
 def test_report_averages_seeds_and_shows_the_spread():

@@ -50,7 +50,7 @@ def test_bench_writes_rows_tables_and_plots(results):
         rows = list(csv.DictReader(handle))
     assert {(r["method"], r["kind"], r["seed"]) for r in rows} == {
         (m, k, s)
-        for m in ("similarity", "unfiltered", "clean")
+        for m in ("similarity", "unfiltered", "perfect", "clean")
         for k in ("shuffle", "complete")
         for s in "01"
     }
@@ -61,6 +61,7 @@ def test_bench_writes_rows_tables_and_plots(results):
     assert all(float(r["downstream_rsum"]) > 0 for r in rows)
     report = (out / "report.md").read_text()
     assert "| shuffle 30% | similarity |" in report and "| complete 30% | clean corpus (ceiling) |" in report
+    assert "| shuffle 30% | its clean pairs only (perfect filter) |" in report
     for name in ("auroc.png", "p_clean-shuffle-0.3.png", "p_clean-complete-0.3.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "shuffle 30% seed 1  similarity" in stdout and "4 runs measured" not in stdout
@@ -73,8 +74,8 @@ def test_resume_runs_only_the_new_seed(results, cache_dir):
     result = invoke(*args, *FAST, "--cache-dir", cache_dir, "--device", "cpu", "--resume")
     assert result.exit_code == 0, result.output
     after = (out / "results.csv").read_text().splitlines()
-    assert after[: len(before)] == before and len(after) == len(before) + 6
-    assert "6 runs measured, 12 kept from before" in result.stdout
+    assert after[: len(before)] == before and len(after) == len(before) + 8
+    assert "8 runs measured, 16 kept from before" in result.stdout
 
 
 def test_existing_results_and_changed_settings_are_refused(results, cache_dir):
