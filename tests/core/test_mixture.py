@@ -141,3 +141,15 @@ def test_mixture_posteriors_rank_as_their_statistic(two_betas):
     for posterior in (bmm_clean_posterior(x), gmm_clean_posterior(x)):
         assert len(np.unique(posterior)) == len(np.unique(x))
         assert np.array_equal(np.argsort(posterior, kind="stable"), np.argsort(x, kind="stable"))
+
+
+def test_ten_em_steps_find_an_unbalanced_mixture_from_their_start():
+    # Methods run 10 EM steps (MSCN, L2RM, RCAR's settings). Started from a split at the median,
+    # these 20% / 80% components were still fitted as 42% / 58%: a noise rate near one half
+    # whatever the data. Started from a Gaussian mixture's split, they are found.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.beta(2, 8, 2000), rng.beta(8, 2, 8000)])
+    bmm = BetaMixture.fit(x, max_iter=10)
+    np.testing.assert_allclose(bmm.weights[np.argsort(bmm.means())], [0.2, 0.8], atol=0.02)
+    posterior = bmm_clean_posterior(x, max_iter=10)
+    assert (posterior >= 0.5).mean() == pytest.approx(0.8, abs=0.02)
