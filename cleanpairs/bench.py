@@ -207,13 +207,13 @@ def baseline_rows(
     noise: InjectedNoise,
     case: NoiseCase,
     setup: BenchSetup,
-    done: Collection[tuple[str, str, float, int]] = frozenset(),
+    names: Collection[str] = tuple(REFERENCES),
 ) -> list[dict[str, Any]]:
-    """The downstream references of a noise case (:data:`REFERENCES`) not yet in ``done``."""
+    """The downstream references ``names`` (of :data:`REFERENCES`) of a noise case."""
     truth = {"p_clean": noise.is_clean.astype(np.float32), "thresh": 0.5}
     rows = []
     for name, pairs, selection in ((UNFILTERED, noisy, {}), (PERFECT, noisy, truth), (CLEAN, clean, {})):
-        if (name, case.kind, case.rate, case.seed) in done:
+        if name not in names:
             continue
         row = {"method": name, "kind": case.kind, "rate": case.rate, "seed": case.seed, "pairs": len(pairs)}
         row["true_noise_rate"] = noise.noise_rate if name == UNFILTERED else 0.0
@@ -242,7 +242,7 @@ def run_benchmark(
     for case in cases:
         names = [m for m in setup.methods if (m, case.kind, case.rate, case.seed) not in done]
         missing = [r for r in REFERENCES if (r, case.kind, case.rate, case.seed) not in done]
-        baselines = want_baselines and bool(missing)
+        baselines = missing if want_baselines else []
         if not names and not baselines:
             continue
         noisy, noise = inject(clean, case)
@@ -252,7 +252,7 @@ def run_benchmark(
             if on_row is not None:
                 on_row(row, p_clean, noise.is_clean)
         if baselines:
-            for row in baseline_rows(clean, noisy, noise, case, setup, done):
+            for row in baseline_rows(clean, noisy, noise, case, setup, baselines):
                 rows.append(row)
                 if on_row is not None:
                     on_row(row, None, None)
