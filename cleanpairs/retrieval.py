@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from cleanpairs.contract import Heads, PairEmbeddings, Param
 from cleanpairs.core.candidates import build_index
 from cleanpairs.core.heads import TorchHeads
 from cleanpairs.core.losses import info_nce
@@ -37,7 +38,6 @@ from cleanpairs.io.models import (
 )
 from cleanpairs.io.scores import open_scores
 from cleanpairs.io.tables import Corpus, read_pairs
-from cleanpairs.methods.base import Heads, PairEmbeddings, Param
 from cleanpairs.metrics import retrieval_metrics
 from cleanpairs.schema import P_CLEAN, REMATCH_KEY, REMATCH_SCORE, ROW_NUMBER_KEY, RunMetadata
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cleanpairs.methods.base import Param
+from cleanpairs.contract import Param
 
 
 def agreement_param(default: float = 1.0) -> Param:

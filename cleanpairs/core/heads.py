@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cleanpairs.methods.base import Heads
+from cleanpairs.contract import Heads
 
 
 class ProjectionHead(nn.Module):

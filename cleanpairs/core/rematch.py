@@ -13,16 +13,14 @@ capacity carried from block to block. Cost and memory grow with N x k.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import ot
 
+from cleanpairs.contract import Heads, PairEmbeddings
 from cleanpairs.core.candidates import nearest_items, normalize_rows
 from cleanpairs.errors import ParameterError
-
-if TYPE_CHECKING:  # the methods package imports this module; no import back at run time
-    from cleanpairs.methods.base import Heads, PairEmbeddings
 
 REMATCH_DEFAULTS = {"k": 10, "mass": 0.5, "threshold": 0.5, "block": 128}
 """Candidates per image, transported share of the mismatched images' mass, the ``p_clean``

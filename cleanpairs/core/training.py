@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cleanpairs.contract import PairEmbeddings
 from cleanpairs.core.heads import ProjectionHead, TorchHeads
-from cleanpairs.encoders.base import resolve_device
-from cleanpairs.methods.base import PairEmbeddings
+from cleanpairs.device import resolve_device
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cleanpairs.errors import EncoderError
@@ -46,19 +45,6 @@ class Encoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed captions; returns float32 ``(len(texts), dim)`` with unit rows."""
         ...
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA where there is one, else the CPU; other values are passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise EncoderError(f"unknown device {device!r}: {err}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise EncoderError(f"device {device!r} was asked for, but torch sees no CUDA device")
-    return resolved
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from cleanpairs.contract import PairEmbeddings
 from cleanpairs.encoders.base import Encoder, make_encoder
 from cleanpairs.encoders.cache import EmbeddingCache, content_digest, default_cache_dir
 from cleanpairs.errors import InputError
 from cleanpairs.io.images import ImageProblem, decode_image, read_image_bytes
 from cleanpairs.io.tables import Corpus
-from cleanpairs.methods.base import PairEmbeddings
 from cleanpairs.schema import STATUS_OK
 
 IMAGE_BATCH = 32

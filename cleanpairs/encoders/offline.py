@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cleanpairs.encoders.base import resolve_device, unit_rows
+from cleanpairs.device import resolve_device
+from cleanpairs.encoders.base import unit_rows
 from cleanpairs.errors import EncoderError
 
 IMAGE_SIZE = 224

@@ -22,7 +22,7 @@ import torch
 
 import cleanpairs
 from cleanpairs.core.heads import ProjectionHead, TorchHeads
-from cleanpairs.encoders.base import resolve_device
+from cleanpairs.device import resolve_device
 from cleanpairs.errors import InputError
 from cleanpairs.io.atomic import atomic_output
 from cleanpairs.io.tables import expand_sources
