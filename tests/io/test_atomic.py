@@ -1,6 +1,5 @@
 """Atomic outputs: checked before work, whole or absent, and cleaned up after a ``kill -9``."""
 
-import os
 import subprocess
 import sys
 import uuid
@@ -128,28 +127,6 @@ def test_a_file_output_at_a_folder_and_a_folder_output_at_a_file_are_refused(tmp
         check_output_path(tmp_path / "file", directory=True)
     check_output_path(tmp_path / "folder", directory=True)
     check_output_path(tmp_path / "file")
-
-
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder on a real read-only file system (a tmpfs mounted read-only; root ignores the
-    permission bits, not a read-only mount), or one without write permission for other users."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"running as root and cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_read_only_folder_is_one_error_before_any_work(read_only_folder):
