@@ -13,12 +13,13 @@ import tarfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from cleanpairs.io.export import export_scores
-from cleanpairs.io.scores import write_scores
+from cleanpairs.io.scores import filter_scores, write_scores
 from cleanpairs.pipeline import score_corpus
 from cleanpairs.retrieval import search, train_from_scores
 from cleanpairs.schema import P_CLEAN, SIMILARITY, output_fields
@@ -259,3 +260,34 @@ def test_a_glob_over_two_folders_reads_each_rows_own_pictures_everywhere(two_fol
     found = search(root / "model", None, text="a dog", k=8, cache_dir=cache_dir, device="cpu", progress=False)
     assert {hit.image for hit in found.hits} == {str(own_picture(root, k)) for k in exported}
     assert all(hit.image == str(own_picture(root, hit.key)) for hit in found.hits)
+
+
+def test_filter_killed_at_a_random_moment_leaves_each_output_as_it_was(tmp_path):
+    n = 400_000
+    rng = np.random.default_rng(0)
+    table = pa.table(
+        {"key": pa.array(np.arange(n)), "image": pa.array(["x.jpg"] * n), "caption": pa.array(["c"] * n)}
+    )
+    scores = hand_scores(tmp_path / "scores.parquet", table)
+    filter_scores(scores, tmp_path / "ref-kept.parquet", thresh=0.5, rejected=tmp_path / "ref-rest.parquet")
+    kept, rest = tmp_path / "kept.parquet", tmp_path / "rest.parquet"
+    filter_scores(scores, kept, thresh=0.9, rejected=rest)
+    previous = {p: p.read_bytes() for p in (kept, rest)}
+    args = [str(EXE), "filter", str(scores), "-o", str(kept), "--rejected", str(rest)]
+    run = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".kept.parquet.cleanpairs-tmp-*")) and time.monotonic() < deadline:
+        assert run.poll() is None, "the filter ended before it could be killed"
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0, 0.05))
+    run.send_signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL, "the filter ended before it could be killed"
+    # Each output is whole: as it was, or (killed between the two renames) the new version.
+    for path, reference in ((kept, tmp_path / "ref-kept.parquet"), (rest, tmp_path / "ref-rest.parquet")):
+        assert path.read_bytes() in (previous[path], reference.read_bytes())
+    rerun = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert pq.read_table(kept).equals(pq.read_table(tmp_path / "ref-kept.parquet"))
+    assert pq.read_table(rest).equals(pq.read_table(tmp_path / "ref-rest.parquet"))
+    assert pq.read_schema(kept).metadata == pq.read_schema(tmp_path / "ref-kept.parquet").metadata
