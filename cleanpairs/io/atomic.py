@@ -42,7 +42,8 @@ def _owner(name: str) -> tuple[str, str, str, int] | None:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
+    # On Windows os.kill(pid, 0) would end the process, so there every owner counts as alive.
+    if pid == os.getpid() or os.name == "nt":
         return True
     try:
         os.kill(pid, 0)
@@ -127,7 +128,7 @@ def check_output_path(target: str | os.PathLike, *, directory: bool = False) -> 
     if not above.is_dir():
         raise InputError(f"cannot write {target}: {above} is a file, not a folder")
     if not os.access(above, os.W_OK | os.X_OK):
-        if os.statvfs(above).f_flag & os.ST_RDONLY:
+        if hasattr(os, "statvfs") and os.statvfs(above).f_flag & os.ST_RDONLY:
             raise InputError(f"cannot write {target}: {above} is on a read-only file system")
         raise InputError(f"cannot write {target}: no permission to write in {above}")
     return path
