@@ -4,6 +4,8 @@ import sys
 import numpy as np
 
 from cleanpairs.encoders.cache import EmbeddingCache, content_digest
+from cleanpairs.io.atomic import _HOST as HOST
+from cleanpairs.io.atomic import TMP_TAG
 
 
 def test_store_then_lookup_in_a_new_instance(tmp_path):
@@ -42,6 +44,8 @@ import sys, time
 from pathlib import Path
 import numpy as np
 from cleanpairs.encoders.cache import EmbeddingCache, content_digest
+from cleanpairs.io.atomic import _HOST as HOST
+from cleanpairs.io.atomic import TMP_TAG
 root, first, last, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 while not go.exists():
     time.sleep(0.001)
@@ -73,3 +77,14 @@ def test_two_processes_storing_into_one_cache_at_once_lose_and_corrupt_nothing(t
     # Overlapping stores of the same embeddings wrote the same parts; no temporary is left.
     names = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert len(names) == 2 * 90 and not [n for n in names if n.startswith(".")]
+
+
+def test_the_next_store_removes_what_a_killed_writer_left(tmp_path):
+    cache = EmbeddingCache(tmp_path, "enc", "texts")
+    cache.folder.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    left = cache.folder / f".part-0.emb.npy.{TMP_TAG}-{HOST}-{int(gone.stdout)}-0123abcd"
+    left.write_bytes(b"half a matrix")
+    cache.store([content_digest("x")], np.ones((1, 4), np.float32))
+    assert not left.exists()
+    assert EmbeddingCache(tmp_path, "enc", "texts").lookup([content_digest("x")])[0].all()
