@@ -299,9 +299,11 @@ def _write_manifest(
 def _shard_metadata(table: pa.Table, meta: RunMetadata, folders: ImageFolders) -> pa.Table:
     """``table`` without the run column, its run metadata naming the image folders of its rows."""
     runs = table.column(_RUN).to_numpy()
+    table = table.drop_columns([_RUN])
+    if folders.problem is not None:  # the scores file's folders say nothing reliable: passed on as they are
+        return table
     counts = np.bincount(runs, minlength=len(folders.folders))
     shard_meta = dataclasses.replace(meta, extra={**meta.extra, **folders.kept(counts).to_metadata()})
-    table = table.drop_columns([_RUN])
     return table.replace_schema_metadata(with_run_metadata(table.schema, shard_meta).metadata)
 
 

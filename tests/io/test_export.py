@@ -172,3 +172,17 @@ def test_filtered_scores_keep_each_rows_folder(tmp_path):
     assert read_run_metadata(tmp_path / "rest.parquet").extra["source_rows"] == [0, 2]
     export_scores(tmp_path / "rest.parquet", tmp_path / "wds", format="webdataset", thresh=0.0)
     assert exported_images(tmp_path / "wds") == {k: v for k, v in expected.items() if k.startswith("b")}
+
+
+def test_a_scores_file_changed_by_another_tool_is_answered_not_guessed(tmp_path):
+    scores, _ = two_folder_scores(tmp_path)
+    table = pq.read_table(scores)
+    pq.write_table(table.slice(1), tmp_path / "edited.parquet")  # metadata still counts 4 rows
+    counts = export_scores(tmp_path / "edited.parquet", tmp_path / "pq", format="parquet", thresh=0.0)
+    assert counts.rows == 3
+    with pytest.raises(
+        InputError, match=r"edited\.parquet has 3 rows but its metadata places 4 rows in 2 image folders"
+    ):
+        export_scores(tmp_path / "edited.parquet", tmp_path / "wds", format="webdataset", thresh=0.0)
+    assert not (tmp_path / "wds").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
