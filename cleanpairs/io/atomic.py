@@ -58,8 +58,7 @@ def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        path.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(target: str | os.PathLike, *, every_target: bool = False) -> list[Path]:
@@ -94,11 +93,13 @@ def remove_stale_temporaries(target: str | os.PathLike, *, every_target: bool = 
         name, tag, host, pid = owner
         if host != _HOST or _alive(pid):
             continue
-        if tag == OLD_TAG and not os.path.lexists(folder / name):
-            entry.rename(folder / name)
-        else:
-            _remove(entry)
-        found.append(entry)
+        # Best effort: another process may be cleaning up the same entry right now.
+        with contextlib.suppress(OSError):
+            if tag == OLD_TAG and not os.path.lexists(folder / name):
+                entry.rename(folder / name)
+            else:
+                _remove(entry)
+            found.append(entry)
     return found
 
 
