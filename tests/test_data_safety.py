@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cleanpairs.errors import InputError
 from cleanpairs.io.export import export_scores
+from cleanpairs.io.models import MODEL_FORMAT, check_model_target
 from cleanpairs.io.scores import filter_scores, write_scores
 from cleanpairs.pipeline import score_corpus
 from cleanpairs.retrieval import search, train_from_scores
@@ -291,3 +293,13 @@ def test_filter_killed_at_a_random_moment_leaves_each_output_as_it_was(tmp_path)
     assert pq.read_table(kept).equals(pq.read_table(tmp_path / "ref-kept.parquet"))
     assert pq.read_table(rest).equals(pq.read_table(tmp_path / "ref-rest.parquet"))
     assert pq.read_schema(kept).metadata == pq.read_schema(tmp_path / "ref-kept.parquet").metadata
+
+
+def test_a_model_folder_holding_other_files_is_not_replaced(tmp_path):
+    model = tmp_path / "model"
+    (model / "index").mkdir(parents=True)
+    (model / "model.json").write_text(json.dumps({"format": MODEL_FORMAT}))
+    check_model_target(model)  # a model and its indexes: replaced whole by the next one
+    (model / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"model holds a model and other files \(notes\.txt\)"):
+        check_model_target(model)
