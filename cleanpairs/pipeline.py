@@ -17,9 +17,9 @@ import cleanpairs
 from cleanpairs.core.rematch import REMATCH_DEFAULTS, check_rematch_params, rematch_in_shared_space
 from cleanpairs.encoders import check_encoder_id, embed_corpus
 from cleanpairs.errors import InputError, ParameterError
-from cleanpairs.io.atomic import refuse_overwrite
+from cleanpairs.io.atomic import check_output_path, refuse_overwrite
 from cleanpairs.io.scores import iter_batches, open_scores, write_scores
-from cleanpairs.io.tables import TABLE_SUFFIXES, read_pairs
+from cleanpairs.io.tables import TABLE_SUFFIXES, read_keys, read_pairs
 from cleanpairs.methods import DEFAULT_METHOD, PairEmbeddings, PairScores, get_method
 from cleanpairs.metrics import detection_metrics
 from cleanpairs.schema import (
@@ -143,7 +143,7 @@ def score_corpus(
     rematch: bool = False,
     rematch_settings: dict[str, Any] | None = None,
     meta_source: str | os.PathLike | None = None,
-    meta_keys: list[Any] | None = None,
+    meta_keys: list[Any] | str | os.PathLike | None = None,
 ) -> ScoreRun:
     """Read a corpus, embed it, fit a method, and write every row with its ``cp_*`` columns.
 
@@ -162,7 +162,8 @@ def score_corpus(
         settings override :data:`REMATCH_DEFAULTS`.
     meta_source, meta_keys
         A trusted set of clean pairs for the methods that learn from one (``mscn``): a table
-        with the corpus's columns, or keys of corpus rows.
+        with the corpus's columns, or keys of corpus rows (a list, or a text file of them, one
+        per line). The output never overwrites the corpus or the trusted set's files.
 
     Raises
     ------
@@ -185,13 +186,16 @@ def score_corpus(
         )
     if not method_cls.needs_trusted and (meta_source is not None or meta_keys is not None):
         raise InputError(f"{method} does not learn from a trusted set; drop --meta / --meta-keys")
-    out = Path(output) if output is not None else default_output(source)
+    out = check_output_path(output if output is not None else default_output(source))
     corpus = read_pairs(source, key_col=key_col, image_col=image_col, text_col=text_col)
-    refuse_overwrite(out, corpus.sources)
     meta_corpus = None
     if meta_source is not None:
         roles = corpus.roles
         meta_corpus = read_pairs(meta_source, image_col=roles.image, text_col=roles.caption)
+    trusted_files = meta_corpus.sources if meta_corpus is not None else []
+    if isinstance(meta_keys, (str, os.PathLike)):
+        trusted_files, meta_keys = [Path(meta_keys)], read_keys(meta_keys)
+    refuse_overwrite(out, [*corpus.sources, *trusted_files])
     timings["read_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
@@ -237,7 +241,7 @@ def score_corpus(
         estimated_noise_rate=noise,
         timings=timings,
         extra={
-            "image_base": str(corpus.sources[0].parent.resolve()),
+            **corpus.folders().to_metadata(),
             "encoded": embedded.encoded,
             **scores.info,
             **extra,

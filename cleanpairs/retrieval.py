@@ -9,6 +9,7 @@ The array-level functions (:func:`training_pairs`, :func:`train_retrieval`,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -26,6 +27,7 @@ from cleanpairs.core.losses import info_nce
 from cleanpairs.core.training import HeadConfig, HeadTrainer, progress_bar
 from cleanpairs.encoders import embed_corpus, make_encoder
 from cleanpairs.errors import InputError, ParameterError
+from cleanpairs.io.atomic import refuse_overwrite
 from cleanpairs.io.images import ImageProblem, decode_image, read_image_bytes
 from cleanpairs.io.models import (
     SearchIndex,
@@ -37,7 +39,7 @@ from cleanpairs.io.models import (
     save_model,
 )
 from cleanpairs.io.scores import open_scores
-from cleanpairs.io.tables import Corpus, read_pairs
+from cleanpairs.io.tables import Corpus, ImageFolders, read_pairs
 from cleanpairs.metrics import retrieval_metrics
 from cleanpairs.schema import P_CLEAN, REMATCH_KEY, REMATCH_SCORE, ROW_NUMBER_KEY, RunMetadata
 
@@ -266,25 +268,10 @@ def evaluate_retrieval(model_or_heads: Heads, pairs: PairEmbeddings) -> dict[str
     return retrieval_metrics(images, texts, pairs.image_index)
 
 
-def _with_image_base(corpus: Corpus, base: str | None) -> Corpus:
-    """``corpus`` with relative image paths made absolute against ``base``: a scores file keeps
-    the paths as the input table wrote them, relative to that table's folder."""
-    column_name = corpus.roles.image
-    if (
-        base is None
-        or column_name is None
-        or not pa.types.is_string(corpus.table.schema.field(column_name).type)
-    ):
-        return corpus
-    values = corpus.table.column(column_name).to_pylist()
-    absolute = [v if not v or os.path.isabs(v) or "://" in v else os.path.join(base, v) for v in values]
-    index = corpus.table.schema.get_field_index(column_name)
-    table = corpus.table.set_column(index, column_name, pa.array(absolute, pa.string()))
-    return Corpus(table, corpus.roles, corpus.sources, corpus.source_index)
-
-
 def _read_scored_corpus(scores_path: str | os.PathLike) -> tuple[Corpus, RunMetadata]:
-    """A scores file read back as the corpus it scored (same column roles, same images)."""
+    """A scores file read back as the corpus it scored (same column roles, same images): each
+    row's relative image path resolves against the folder of the table it came from, which the
+    scores file's run metadata records (:class:`ImageFolders`)."""
     _, meta = open_scores(scores_path)
     roles = meta.roles
     key = roles.get("key")
@@ -294,7 +281,8 @@ def _read_scored_corpus(scores_path: str | os.PathLike) -> tuple[Corpus, RunMeta
         image_col=roles.get("image"),
         text_col=roles.get("caption"),
     )
-    return _with_image_base(corpus, meta.extra.get("image_base")), meta
+    folders = ImageFolders.from_metadata(meta.extra, len(corpus), scores_path)
+    return dataclasses.replace(corpus, image_folders=folders), meta
 
 
 def _read_corpus(source: str | os.PathLike, **columns: str | None) -> Corpus:
@@ -348,9 +336,8 @@ def train_from_scores(
     if rematch and not rematch_thresh >= 0:
         raise ParameterError(f"--rematch-thresh must be at least 0; got {rematch_thresh}")
     open_scores(scores_path)
+    refuse_overwrite(model_dir, [scores_path])
     check_model_target(model_dir)
-    if Path(model_dir).resolve() in Path(scores_path).resolve().parents:
-        raise InputError(f"the model folder {model_dir} holds the scores file; choose another folder")
     corpus, meta = _read_scored_corpus(scores_path)
     embedded = embed_corpus(corpus, meta.encoder, cache_dir=cache_dir, device=device, progress=progress)
     rows, pairs = embedded.rows, embedded.pairs

@@ -69,7 +69,6 @@ def score(
     ] = None,
 ) -> None:
     """Score every pair's correspondence and write the corpus with cp_* columns."""
-    from cleanpairs.io.tables import read_keys
     from cleanpairs.methods import DEFAULT_METHOD
     from cleanpairs.pipeline import score_corpus
 
@@ -89,7 +88,7 @@ def score(
         rematch=rematch,
         rematch_settings={"k": rematch_k, "mass": rematch_mass, "threshold": rematch_below},
         meta_source=meta,
-        meta_keys=read_keys(meta_keys) if meta_keys is not None else None,
+        meta_keys=meta_keys,
     )
     meta = run.meta
     problems = {k: v for k, v in run.status_counts.items() if k != "ok"}

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-from cleanpairs.io.atomic import atomic_output
+from cleanpairs.io.atomic import atomic_output, remove_stale_temporaries
 
 DIGEST_BYTES = 20
 
@@ -35,6 +34,13 @@ class EmbeddingCache:
 
     Each ``store`` call adds one part (a keys file and a float32 matrix, written
     atomically); ``lookup`` memory-maps the parts, so only the rows asked for are read.
+
+    Several processes may share one cache folder: there is no index file for them to update,
+    the folder's parts are the index. A part is named by a hash of its content, so two
+    processes storing the same embeddings write the same part (and replace it with the same
+    bytes), and different embeddings never share a name. Each file appears whole under its
+    final name (written beside it, then renamed), and the keys file, which makes a part
+    visible, is written after its matrix; a reader sees whole parts or none.
     """
 
     def __init__(self, root: str | os.PathLike, encoder_id: str, modality: str) -> None:
@@ -43,6 +49,7 @@ class EmbeddingCache:
         self.folder = Path(root) / f"{slug}-{tag}" / modality
         self._index: dict[bytes, tuple[int, int]] | None = None
         self._parts: list[Path] = []
+        self._swept = False
 
     def _load_index(self) -> dict[bytes, tuple[int, int]]:
         if self._index is None:
@@ -83,12 +90,20 @@ class EmbeddingCache:
         if not digests:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"part-{uuid.uuid4().hex}"
+        if not self._swept:
+            # Parts of runs killed mid-write; once per instance, as listing the folder costs.
+            remove_stale_temporaries(self.folder, every_target=True)
+            self._swept = True
         # Raw bytes, not numpy's "S" strings, which drop a digest's trailing zero bytes.
         keys = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES)
-        with atomic_output(self.folder / f"{name}.emb.npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(embeddings, dtype=np.float32))
+        matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
+        content = hashlib.sha1(keys.tobytes(), usedforsecurity=False)
+        content.update(f"{matrix.shape}".encode())
+        content.update(matrix.tobytes())
+        name = f"part-{content.hexdigest()}"
+        with atomic_output(self.folder / f"{name}.emb.npy", sweep=False) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, matrix)
         # The keys file makes a part visible, so it is written last.
-        with atomic_output(self.folder / f"{name}.keys.npy") as tmp, open(tmp, "wb") as fh:
+        with atomic_output(self.folder / f"{name}.keys.npy", sweep=False) as tmp, open(tmp, "wb") as fh:
             np.save(fh, keys)
         self._index = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -11,15 +12,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+import cleanpairs
 from cleanpairs.errors import InputError
-from cleanpairs.io.atomic import atomic_output, refuse_overwrite
+from cleanpairs.io.atomic import atomic_output, check_output_path, refuse_overwrite
 from cleanpairs.io.images import ImageProblem, decode_image, read_image_bytes
-from cleanpairs.io.scores import iter_batches, keep_mask, open_scores
+from cleanpairs.io.scores import iter_batches, keep_mask, open_scores, with_run_metadata
+from cleanpairs.io.tables import ImageFolders
 from cleanpairs.schema import (
     P_CLEAN,
     REMATCH_KEY,
@@ -33,6 +37,17 @@ EXPORT_FORMATS = ("parquet", "webdataset")
 REMATCHED = "cp_rematched"
 """Export column: true where the row's caption was replaced by its rematched partner's."""
 
+MANIFEST = "_cleanpairs.json"
+"""Written beside the shards of every export: what was exported from where, and which files it
+wrote. A folder holding only a manifest and the files it names is a previous export, which a new
+export may replace; any other non-empty folder is refused, so an export never deletes what it
+did not write."""
+MANIFEST_FORMAT = "cleanpairs-export"
+
+_RUN = "__cp_image_folder"
+"""Internal column carried along the exported rows: the image folder run of each row (see
+:class:`ImageFolders`); it is dropped before anything is written."""
+
 
 @dataclass(frozen=True)
 class ExportCounts:
@@ -44,16 +59,35 @@ class ExportCounts:
     rematched: int = 0
 
 
-def _kept_rows(source: str | os.PathLike, thresh: float) -> tuple[Iterator[pa.RecordBatch], RunMetadata]:
-    handle, meta = open_scores(source)
+def _with_runs(
+    handle: pq.ParquetFile, meta: RunMetadata, source: str | os.PathLike
+) -> tuple[Iterator[pa.RecordBatch], ImageFolders]:
+    """The batches of the scores file, each row tagged with its image folder run."""
+    folders = ImageFolders.from_metadata(meta.extra, handle.metadata.num_rows, source)
 
     def batches() -> Iterator[pa.RecordBatch]:
+        offset = 0
         for batch in iter_batches(handle):
+            runs = folders.index(offset, batch.num_rows)
+            offset += batch.num_rows
+            yield batch.append_column(_RUN, pa.array(runs, pa.int32()))
+
+    return batches(), folders
+
+
+def _kept_rows(
+    source: str | os.PathLike, thresh: float
+) -> tuple[Iterator[pa.RecordBatch], RunMetadata, ImageFolders]:
+    handle, meta = open_scores(source)
+    tagged, folders = _with_runs(handle, meta, source)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in tagged:
             kept = batch.filter(keep_mask(batch, thresh))
             if kept.num_rows:
                 yield kept
 
-    return batches(), meta
+    return batches(), meta, folders
 
 
 def rematch_mask(batch: pa.RecordBatch, thresh: float, rematch_thresh: float) -> pa.BooleanArray:
@@ -100,15 +134,16 @@ def _partner_captions(
 
 def _kept_and_rematched_rows(
     source: str | os.PathLike, thresh: float, rematch_thresh: float
-) -> tuple[Iterator[pa.RecordBatch], RunMetadata]:
+) -> tuple[Iterator[pa.RecordBatch], RunMetadata, ImageFolders]:
     handle, meta = open_scores(source)
     caption_col = meta.roles.get("caption")
     if caption_col is None:
         raise InputError("a rematched export needs the corpus's caption column")
     captions = _partner_captions(handle, meta, thresh, rematch_thresh)
+    tagged, folders = _with_runs(handle, meta, source)
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for batch in iter_batches(handle):
+        for batch in tagged:
             kept, moved = keep_mask(batch, thresh), rematch_mask(batch, thresh, rematch_thresh)
             partners = [captions.get(k) for k in batch.column(REMATCH_KEY).to_pylist()]
             caption_at = batch.schema.get_field_index(caption_col)
@@ -121,7 +156,7 @@ def _kept_and_rematched_rows(
             if out.num_rows:
                 yield out
 
-    return batches(), meta
+    return batches(), meta, folders
 
 
 def _rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -141,6 +176,43 @@ def _rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(pending)
 
 
+def _previous_export(folder: Path) -> set[str] | None:
+    """The files an earlier export wrote in ``folder`` (by its manifest), or ``None`` if it has none."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, list):
+        return None
+    return {str(name) for name in files} | {MANIFEST}
+
+
+def check_export_target(out_dir: str | os.PathLike) -> None:
+    """Raise :class:`InputError` unless ``out_dir`` may take an export: absent, empty, or an
+    earlier export holding only its manifest and the files it names (which is replaced whole).
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` is a file, cannot be written, or holds anything an export did not write.
+    """
+    folder = check_output_path(out_dir, directory=True)
+    if not folder.is_dir():
+        return
+    present = {entry.name for entry in folder.iterdir()}
+    if not present:
+        return
+    written = _previous_export(folder)
+    foreign = sorted(present - (written or set()))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise InputError(
+            f"{out_dir} already holds files that no cleanpairs export wrote ({shown}); "
+            "export into a new or empty folder"
+        )
+
+
 def export_scores(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -157,16 +229,22 @@ def export_scores(
     ``rematch_thresh`` are written too, with their image and their rematched partner's
     caption; the column ``cp_rematched`` says which rows these are.
 
-    ``parquet`` writes ``part-00000.parquet``, ... with every column of the scores file.
-    ``webdataset`` writes img2dataset's layout: ``00000.tar`` holding ``{key}.jpg``,
-    ``{key}.txt`` and ``{key}.json`` per sample, with ``00000.parquet`` and
-    ``00000_stats.json`` beside each tar; the sample key is img2dataset's shard-and-index
-    number and the corpus key is kept as ``source_key``. The folder appears whole or not at all.
+    ``parquet`` writes ``part-00000.parquet``, ... with every column of the scores file (the
+    run metadata of each names the image folders of its own rows). ``webdataset`` writes
+    img2dataset's layout: ``00000.tar`` holding ``{key}.jpg``, ``{key}.txt`` and ``{key}.json``
+    per sample, with ``00000.parquet`` and ``00000_stats.json`` beside each tar; the sample key
+    is img2dataset's shard-and-index number and the corpus key is kept as ``source_key``. Each
+    row's relative image path is read from the folder of the table it came from.
+
+    Every export also writes ``_cleanpairs.json`` (:data:`MANIFEST`): the scores file's run
+    metadata, the export's settings, its counts and the files it wrote. The folder appears
+    whole or not at all; it may replace an earlier export, never a folder holding anything else.
 
     Raises
     ------
     InputError
-        Unknown format, a bad threshold or shard size, or an output that would overwrite the input.
+        Unknown format, a bad threshold or shard size, an output that would overwrite the input,
+        or an output folder that is not new, empty or an earlier export; nothing is written.
     """
     if format not in EXPORT_FORMATS:
         raise InputError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}")
@@ -174,30 +252,73 @@ def export_scores(
         raise InputError(f"--thresh must be within [0, 1]; got {thresh}")
     if shard_rows < 1:
         raise InputError(f"--shard-rows must be at least 1; got {shard_rows}")
-    refuse_overwrite(out_dir, [source])
-    if Path(out_dir).is_file():
-        raise InputError(f"{out_dir} is a file; export writes a folder of shards")
     if rematch and not rematch_thresh >= 0:
         raise InputError(f"--rematch-thresh must be at least 0; got {rematch_thresh}")
+    refuse_overwrite(out_dir, [source])
+    check_export_target(out_dir)
     if rematch:
-        batches, meta = _kept_and_rematched_rows(source, thresh, rematch_thresh)
+        batches, meta, folders = _kept_and_rematched_rows(source, thresh, rematch_thresh)
     else:
-        batches, meta = _kept_rows(source, thresh)
+        batches, meta, folders = _kept_rows(source, thresh)
     with atomic_output(out_dir, directory=True) as tmp:
         if format == "parquet":
-            counts = _write_parquet_shards(batches, tmp, shard_rows)
+            counts, files = _write_parquet_shards(batches, tmp, shard_rows, meta, folders)
         else:
-            counts = _write_webdataset_shards(batches, tmp, shard_rows, meta)
+            counts, files = _write_webdataset_shards(batches, tmp, shard_rows, meta, folders)
+        settings = {
+            "export_format": format,
+            "threshold": thresh,
+            "shard_rows": shard_rows,
+            "rematch": rematch,
+            "rematch_thresh": rematch_thresh if rematch else None,
+        }
+        _write_manifest(tmp, source, meta, settings, counts, files)
     return counts
 
 
-def _write_parquet_shards(batches: Iterator[pa.RecordBatch], folder: Path, shard_rows: int) -> ExportCounts:
+def _write_manifest(
+    folder: Path,
+    source: str | os.PathLike,
+    meta: RunMetadata,
+    settings: dict,
+    counts: ExportCounts,
+    files: list[str],
+) -> None:
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": cleanpairs.__version__,
+        "source": os.path.abspath(source),
+        **settings,
+        **dataclasses.asdict(counts),
+        "files": files,
+        "scores_run": dataclasses.asdict(meta),
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _shard_metadata(table: pa.Table, meta: RunMetadata, folders: ImageFolders) -> pa.Table:
+    """``table`` without the run column, its run metadata naming the image folders of its rows."""
+    runs = table.column(_RUN).to_numpy()
+    table = table.drop_columns([_RUN])
+    if folders.problem is not None:  # the scores file's folders say nothing reliable: passed on as they are
+        return table
+    counts = np.bincount(runs, minlength=len(folders.folders))
+    shard_meta = dataclasses.replace(meta, extra={**meta.extra, **folders.kept(counts).to_metadata()})
+    return table.replace_schema_metadata(with_run_metadata(table.schema, shard_meta).metadata)
+
+
+def _write_parquet_shards(
+    batches: Iterator[pa.RecordBatch], folder: Path, shard_rows: int, meta: RunMetadata, folders: ImageFolders
+) -> tuple[ExportCounts, list[str]]:
     shards = rows = rematched = 0
+    files = []
     for shards, table in enumerate(_rebatch(batches, shard_rows), start=1):
-        pq.write_table(table, folder / f"part-{shards - 1:05d}.parquet")
+        name = f"part-{shards - 1:05d}.parquet"
+        pq.write_table(_shard_metadata(table, meta, folders), folder / name)
+        files.append(name)
         rows += table.num_rows
         rematched += _rematched_in(table)
-    return ExportCounts(rows=rows, shards=shards, failed=0, rematched=rematched)
+    return ExportCounts(rows=rows, shards=shards, failed=0, rematched=rematched), files
 
 
 def _rematched_in(table: pa.Table) -> int:
@@ -224,12 +345,6 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def _image_ref(value: object, base: Path) -> str | bytes | None:
-    if isinstance(value, str) and value and not os.path.isabs(value) and "://" not in value:
-        return str(base / value)
-    return value  # type: ignore[return-value]
-
-
 def _jsonable(value: object) -> object:
     if isinstance(value, bytes):
         return None
@@ -237,21 +352,23 @@ def _jsonable(value: object) -> object:
 
 
 def _write_webdataset_shards(
-    batches: Iterator[pa.RecordBatch], folder: Path, shard_rows: int, meta: RunMetadata
-) -> ExportCounts:
+    batches: Iterator[pa.RecordBatch], folder: Path, shard_rows: int, meta: RunMetadata, folders: ImageFolders
+) -> tuple[ExportCounts, list[str]]:
     roles = meta.roles
     image_col, caption_col, key_col = roles.get("image"), roles.get("caption"), roles.get("key")
     if image_col is None or caption_col is None:
         raise InputError("webdataset export needs the image and caption columns of the corpus")
-    base = Path(meta.extra.get("image_base", "."))
     shards = rows = failed = rematched = 0
+    files = []
     for shard, table in enumerate(_rebatch(batches, shard_rows)):
         shards += 1
         rematched += _rematched_in(table)
         records = []
         start = time.time()
+        images = folders.resolve(table.column(image_col).to_pylist(), table.column(_RUN).to_numpy())
+        table = table.drop_columns([_RUN])
         with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
-            for index, row in enumerate(table.to_pylist()):
+            for index, (row, image) in enumerate(zip(table.to_pylist(), images, strict=True)):
                 sample_key = f"{shard:05d}{index:04d}" if shard_rows <= 10_000 else f"{shard:05d}{index:09d}"
                 source_key = row.get(key_col) if key_col != ROW_NUMBER_KEY else None
                 record = {
@@ -266,9 +383,7 @@ def _write_webdataset_shards(
                     "height": None,
                 }
                 try:
-                    jpeg, record["width"], record["height"] = _as_jpeg(
-                        read_image_bytes(_image_ref(row[image_col], base))
-                    )
+                    jpeg, record["width"], record["height"] = _as_jpeg(read_image_bytes(image))
                 except ImageProblem as problem:
                     record["status"], record["error_message"] = "failed_to_read", str(problem)
                     failed += 1
@@ -288,4 +403,5 @@ def _write_webdataset_shards(
             "duration": time.time() - start,
         }
         (folder / f"{shard:05d}_stats.json").write_text(json.dumps(stats))
-    return ExportCounts(rows=rows, shards=shards, failed=failed, rematched=rematched)
+        files += [f"{shard:05d}.tar", f"{shard:05d}.parquet", f"{shard:05d}_stats.json"]
+    return ExportCounts(rows=rows, shards=shards, failed=failed, rematched=rematched), files

@@ -24,7 +24,7 @@ import cleanpairs
 from cleanpairs.core.heads import ProjectionHead, TorchHeads
 from cleanpairs.device import resolve_device
 from cleanpairs.errors import InputError
-from cleanpairs.io.atomic import atomic_output
+from cleanpairs.io.atomic import atomic_output, check_output_path
 from cleanpairs.io.tables import expand_sources
 
 MODEL_FORMAT = "cleanpairs-retrieval-model"
@@ -59,12 +59,19 @@ def is_model_folder(folder: str | os.PathLike) -> bool:
 
 def check_model_target(folder: str | os.PathLike) -> None:
     """Raise :class:`InputError` unless ``folder`` is free for a model: absent, an empty folder,
-    or an earlier model (which is replaced whole)."""
-    path = Path(folder)
-    if path.is_file():
-        raise InputError(f"{folder} is a file; a model is saved as a folder")
-    if path.is_dir() and any(path.iterdir()) and not is_model_folder(path):
+    or an earlier model holding only a model's files (it is replaced whole, so anything else in
+    it would be lost)."""
+    path = check_output_path(folder, directory=True)
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not is_model_folder(path):
         raise InputError(f"{folder} already holds files that are not a cleanpairs model; choose a new folder")
+    foreign = sorted({p.name for p in path.iterdir()} - {MODEL_FILE, INDEX_FOLDER, *HEAD_FILES.values()})
+    if foreign:
+        raise InputError(
+            f"{folder} holds a model and other files ({', '.join(foreign[:3])}) that saving a model "
+            "there would delete; choose a new folder"
+        )
 
 
 def save_model(folder: str | os.PathLike, heads: TorchHeads, encoder: str, info: dict[str, Any]) -> Path:

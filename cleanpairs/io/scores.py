@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cleanpairs.errors import InputError
-from cleanpairs.io.atomic import atomic_output, refuse_overwrite
+from cleanpairs.io.atomic import atomic_output, check_output_path, refuse_overwrite
+from cleanpairs.io.tables import ImageFolders
 from cleanpairs.schema import (
     METADATA_KEY,
     OUTPUT_COLUMNS,
@@ -85,11 +87,36 @@ class FilterCounts:
     rejected: int
 
 
-def _tagged_schema(schema: pa.Schema, meta: RunMetadata, **filter_info: object) -> pa.Schema:
+def _tagged_schema(
+    schema: pa.Schema, meta: RunMetadata, folders: ImageFolders | None, **filter_info: object
+) -> pa.Schema:
     extra = dict(meta.extra)
     extra["filter"] = filter_info
+    if folders is not None:
+        extra.update(folders.to_metadata())
     tagged = RunMetadata(**{**meta.__dict__, "extra": extra})
     return with_run_metadata(schema, tagged)
+
+
+def _split_folders(
+    handle: pq.ParquetFile, meta: RunMetadata, thresh: float, where: str | os.PathLike
+) -> tuple[ImageFolders | None, ImageFolders | None]:
+    """The image folders of the kept and of the rejected rows (one pass over ``cp_p_clean``),
+    so both outputs still resolve each row's relative image path; ``None`` where the input's
+    own metadata does not describe its rows (it is then passed on as it is)."""
+    folders = ImageFolders.from_metadata(meta.extra, handle.metadata.num_rows, where)
+    if folders.problem is not None:
+        return None, None
+    runs = len(folders.folders)
+    kept, total = np.zeros(runs, np.int64), np.zeros(runs, np.int64)
+    offset = 0
+    for batch in iter_batches(handle, columns=[P_CLEAN]):
+        index = folders.index(offset, batch.num_rows)
+        offset += batch.num_rows
+        mask = np.asarray(keep_mask(batch, thresh).to_numpy(zero_copy_only=False), dtype=bool)
+        kept += np.bincount(index[mask], minlength=runs)
+        total += np.bincount(index, minlength=runs)
+    return folders.kept(kept), folders.kept(total - kept)
 
 
 def filter_scores(
@@ -102,29 +129,38 @@ def filter_scores(
     """Stream ``source`` and write the rows with ``cp_p_clean >= thresh`` to ``output``.
 
     Rows below the threshold, and rows with no score, go to ``rejected`` when it is given.
-    Both files keep the input's schema and metadata, with the filter recorded in it. Memory
-    use is bounded by one batch, whatever the file's size.
+    Both files keep the input's schema and metadata, with the filter recorded in it and the
+    image folders of the rows each holds. Memory use is bounded by one batch, whatever the
+    file's size.
 
     Raises
     ------
     InputError
-        ``source`` is not a scores file, or an output would overwrite it.
+        ``source`` is not a scores file, an output would overwrite it, the two outputs are one
+        file, or an output path cannot be written; nothing is written.
     """
     if not 0.0 <= thresh <= 1.0:
         raise InputError(f"--thresh must be within [0, 1]; got {thresh}")
     refuse_overwrite(output, [source])
+    check_output_path(output)
     if rejected is not None:
         refuse_overwrite(rejected, [source])
         if Path(rejected).resolve() == Path(output).resolve():
             raise InputError("the kept and the rejected output must be different files")
+        check_output_path(rejected)
     handle, meta = open_scores(source)
     schema = handle.schema_arrow
+    kept_folders, rejected_folders = _split_folders(handle, meta, thresh, source)
     kept_n = rejected_n = 0
     rejected_output = atomic_output(rejected) if rejected is not None else contextlib.nullcontext(None)
     with atomic_output(output) as kept_tmp, rejected_output as rej_tmp:
-        kept_writer = pq.ParquetWriter(kept_tmp, _tagged_schema(schema, meta, thresh=thresh, side="kept"))
+        kept_writer = pq.ParquetWriter(
+            kept_tmp, _tagged_schema(schema, meta, kept_folders, thresh=thresh, side="kept")
+        )
         rej_writer = (
-            pq.ParquetWriter(rej_tmp, _tagged_schema(schema, meta, thresh=thresh, side="rejected"))
+            pq.ParquetWriter(
+                rej_tmp, _tagged_schema(schema, meta, rejected_folders, thresh=thresh, side="rejected")
+            )
             if rej_tmp is not None
             else None
         )

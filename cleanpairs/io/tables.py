@@ -20,6 +20,98 @@ from cleanpairs.schema import ROW_NUMBER_KEY, ColumnRoles, resolve_roles
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json", ".ndjson")
 
 
+def is_relative_path(value: object) -> bool:
+    """True for an image reference that is a relative file path (not bytes, a URL or absolute)."""
+    return isinstance(value, str) and bool(value) and "://" not in value and not os.path.isabs(value)
+
+
+@dataclass(frozen=True)
+class ImageFolders:
+    """Where each row's relative image path resolves: rows come in runs, one per source table
+    (in the order read), and a run's relative paths are relative to its table's folder.
+
+    A scores file keeps the runs of the corpus it scored in its run metadata (``extra``:
+    ``image_folders``, the absolute folder of each source, and ``source_rows``, the rows read
+    from it), not in a column, so the output holds the input's columns and the ``cp_*`` ones
+    only. Writers that keep a subset of the rows (``filter``, ``export``) write the runs of the
+    rows they kept (:meth:`kept`).
+
+    Attributes
+    ----------
+    folders
+        The absolute folder of each run.
+    rows
+        The number of rows in each run.
+    problem
+        Why the runs do not describe the table (it was changed by another tool); resolving a
+        relative path then raises :class:`InputError` with it, absolute paths and bytes still work.
+    """
+
+    folders: tuple[str, ...]
+    rows: tuple[int, ...]
+    problem: str | None = None
+
+    @classmethod
+    def of_sources(cls, sources: list[Path], rows: list[int]) -> ImageFolders:
+        """The runs of a corpus read from ``sources`` holding ``rows`` rows each."""
+        return cls(tuple(os.path.abspath(p.parent) for p in sources), tuple(int(n) for n in rows))
+
+    @classmethod
+    def from_metadata(cls, extra: dict, rows: int, where: str | os.PathLike) -> ImageFolders:
+        """The runs a scores file's run metadata records, for its ``rows`` rows.
+
+        Files written before the runs were recorded hold one ``image_base`` for every row.
+        """
+        if "image_folders" in extra and "source_rows" in extra:
+            found = cls(tuple(extra["image_folders"]), tuple(int(n) for n in extra["source_rows"]))
+        else:
+            found = cls((os.path.abspath(extra.get("image_base", ".")),), (rows,))
+        if sum(found.rows) == rows:
+            return found
+        if len(set(found.folders)) == 1:
+            return cls(found.folders[:1], (rows,))
+        problem = (
+            f"{where} has {rows} rows but its metadata places {sum(found.rows)} rows in "
+            f"{len(found.folders)} image folders (was it changed by another tool?), so its "
+            "relative image paths cannot be resolved; write absolute paths or score the corpus again"
+        )
+        return cls(found.folders, found.rows, problem)
+
+    def to_metadata(self) -> dict[str, list]:
+        """The run metadata entries that record these runs."""
+        return {"image_folders": list(self.folders), "source_rows": list(self.rows)}
+
+    def index(self, start: int, count: int) -> np.ndarray:
+        """The run of each of the rows ``start .. start + count - 1``."""
+        ends = np.cumsum(np.asarray(self.rows, dtype=np.int64))
+        return np.searchsorted(ends, np.arange(start, start + count), side="right").astype(np.int32)
+
+    def kept(self, counts: np.ndarray) -> ImageFolders:
+        """The runs of a subset of the rows that keeps ``counts[i]`` rows of run ``i``."""
+        return ImageFolders(self.folders, tuple(int(n) for n in counts), self.problem)
+
+    def resolve(self, values: list, runs: np.ndarray) -> list[str | bytes | None]:
+        """Each image reference as an absolute path (relative ones joined to their row's folder),
+        a URL or bytes as they are, ``None`` where empty; ``runs`` is each row's :meth:`index`.
+
+        Raises
+        ------
+        InputError
+            A relative path, where the runs do not describe the table.
+        """
+        out: list[str | bytes | None] = []
+        for value, run in zip(values, runs.tolist(), strict=True):
+            if not value:
+                out.append(None)
+            elif is_relative_path(value):
+                if self.problem is not None or run >= len(self.folders):
+                    raise InputError(self.problem or f"row image {value!r} has no known folder")
+                out.append(os.path.join(self.folders[run], value))
+            else:
+                out.append(value)
+        return out
+
+
 @dataclass
 class Corpus:
     """A corpus read into memory: the table as the user wrote it, and where its rows came from.
@@ -35,12 +127,16 @@ class Corpus:
     source_index
         For each row, the position in ``sources`` of the file it came from; relative image
         paths are resolved against that file's folder.
+    image_folders
+        Where relative image paths resolve, when not against the folders of ``sources``: a
+        scores file read back resolves them where the corpus it scored had its tables.
     """
 
     table: pa.Table
     roles: ColumnRoles
     sources: list[Path]
     source_index: np.ndarray
+    image_folders: ImageFolders | None = None
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -56,24 +152,29 @@ class Corpus:
             return [None] * len(self)
         return self.table.column(self.roles.caption).to_pylist()
 
+    def folders(self) -> ImageFolders:
+        """Where each row's relative image path resolves."""
+        if self.image_folders is not None:
+            return self.image_folders
+        counts = np.bincount(self.source_index, minlength=len(self.sources))
+        return ImageFolders.of_sources(self.sources, counts.tolist())
+
     def image_refs(self) -> list[str | bytes | None]:
-        """Each row's image as an absolute path or as bytes (``None`` where missing)."""
+        """Each row's image as an absolute path or as bytes (``None`` where missing).
+
+        Raises
+        ------
+        InputError
+            A relative path that cannot be resolved (see :class:`ImageFolders`).
+        """
         if self.roles.image is None:
             return [None] * len(self)
         column = self.table.column(self.roles.image)
         values = column.to_pylist()
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             return values
-        folders = [str(p.parent) for p in self.sources]
-        out: list[str | bytes | None] = []
-        for value, src in zip(values, self.source_index.tolist(), strict=True):
-            if not value:
-                out.append(None)
-            elif value.startswith(("http://", "https://")) or os.path.isabs(value):
-                out.append(value)
-            else:
-                out.append(os.path.join(folders[src], value))
-        return out
+        folders = self.folders()
+        return folders.resolve(values, folders.index(0, len(values)))
 
 
 def expand_sources(source: str | os.PathLike) -> list[Path]:
@@ -199,20 +300,22 @@ def write_image_corpus(
     """Write a corpus with its pictures: JPEGs under ``images/`` and a parquet table whose
     ``image_col`` holds their paths relative to the table. Pictures that are the same object
     are written once. Returns the table's path."""
-    from cleanpairs.io.atomic import atomic_output
+    from cleanpairs.io.atomic import atomic_output, check_output_path, remove_stale_temporaries
 
     folder = Path(folder)
+    target = folder / table_name
+    check_output_path(target)
     (folder / "images").mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder / "images", every_target=True)
     names: dict[int, str] = {}
     paths = []
     for img in images:
         if id(img) not in names:
             names[id(img)] = f"images/{len(names):06d}.jpg"
-            with atomic_output(folder / names[id(img)]) as tmp:
+            with atomic_output(folder / names[id(img)], sweep=False) as tmp:
                 img.save(tmp, format="JPEG", quality=90)
         paths.append(names[id(img)])
     table = table.append_column(image_col, pa.array(paths, pa.string()))
-    target = folder / table_name
     with atomic_output(target) as tmp:
         pq.write_table(table, tmp)
     return target

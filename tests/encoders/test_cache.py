@@ -1,6 +1,11 @@
+import subprocess
+import sys
+
 import numpy as np
 
 from cleanpairs.encoders.cache import EmbeddingCache, content_digest
+from cleanpairs.io.atomic import _HOST as HOST
+from cleanpairs.io.atomic import TMP_TAG
 
 
 def test_store_then_lookup_in_a_new_instance(tmp_path):
@@ -32,3 +37,54 @@ def test_digests_ending_in_zero_bytes_are_found(tmp_path):
     EmbeddingCache(tmp_path, "enc", "images").store(digests, np.eye(2, dtype=np.float32))
     found, rows = EmbeddingCache(tmp_path, "enc", "images").lookup(digests)
     assert found.all() and np.array_equal(rows, np.eye(2))
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from cleanpairs.encoders.cache import EmbeddingCache, content_digest
+from cleanpairs.io.atomic import _HOST as HOST
+from cleanpairs.io.atomic import TMP_TAG
+root, first, last, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+while not go.exists():
+    time.sleep(0.001)
+for start in range(first, last, 10):
+    items = range(start, min(start + 10, last))
+    EmbeddingCache(root, "enc", "images").store(
+        [content_digest(f"item {i}") for i in items], np.array([[i, i / 2, -i] for i in items], np.float32)
+    )
+"""
+
+
+def test_two_processes_storing_into_one_cache_at_once_lose_and_corrupt_nothing(tmp_path):
+    go = tmp_path / "go"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "cache"), first, last, str(go)])
+        for first, last in (("0", "600"), ("300", "900"))
+    ]
+    go.touch()
+    digests = [content_digest(f"item {i}") for i in range(900)]
+    expected = np.array([[i, i / 2, -i] for i in range(900)], np.float32)
+    # Read while they write: whatever is visible is whole and right.
+    while any(w.poll() is None for w in writers):
+        found, rows = EmbeddingCache(tmp_path / "cache", "enc", "images").lookup(digests)
+        if found.any():
+            assert np.array_equal(rows, expected[found])
+    assert [w.returncode for w in writers] == [0, 0]
+    found, rows = EmbeddingCache(tmp_path / "cache", "enc", "images").lookup(digests)
+    assert found.all() and np.array_equal(rows, expected)
+    # Overlapping stores of the same embeddings wrote the same parts; no temporary is left.
+    names = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert len(names) == 2 * 90 and not [n for n in names if n.startswith(".")]
+
+
+def test_the_next_store_removes_what_a_killed_writer_left(tmp_path):
+    cache = EmbeddingCache(tmp_path, "enc", "texts")
+    cache.folder.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    left = cache.folder / f".part-0.emb.npy.{TMP_TAG}-{HOST}-{int(gone.stdout)}-0123abcd"
+    left.write_bytes(b"half a matrix")
+    cache.store([content_digest("x")], np.ones((1, 4), np.float32))
+    assert not left.exists()
+    assert EmbeddingCache(tmp_path, "enc", "texts").lookup([content_digest("x")])[0].all()

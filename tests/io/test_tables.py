@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cleanpairs.errors import InputError
-from cleanpairs.io.tables import read_pairs
+from cleanpairs.io.tables import ImageFolders, read_pairs
 
 ROWS = {"key": ["a", "b", "c"], "image": ["x.jpg", "/abs/y.jpg", "sub/z.jpg"], "caption": ["1", "2", "3"]}
 
@@ -84,3 +84,47 @@ def test_shards_with_different_schemas_are_refused(tmp_path):
     pq.write_table(pa.table({"image": ["a"], "text": ["x"]}), tmp_path / "1.parquet")
     with pytest.raises(InputError, match="must share one schema"):
         read_pairs(tmp_path)
+
+
+def test_a_glob_over_two_folders_resolves_each_row_against_its_own_folder(tmp_path):
+    for name, keys in (("a", ["a0", "a1"]), ("b", ["b0"])):
+        (tmp_path / name).mkdir()
+        table = pa.table(
+            {"key": keys, "image": ["images/0.jpg", "images/1.jpg"][: len(keys)], "caption": keys}
+        )
+        pq.write_table(table, tmp_path / name / "pairs.parquet")
+    corpus = read_pairs(str(tmp_path / "*" / "pairs.parquet"))
+    assert corpus.image_refs() == [
+        str(tmp_path / "a" / "images/0.jpg"),
+        str(tmp_path / "a" / "images/1.jpg"),
+        str(tmp_path / "b" / "images/0.jpg"),
+    ]
+    assert corpus.folders().to_metadata() == {
+        "image_folders": [str(tmp_path / "a"), str(tmp_path / "b")],
+        "source_rows": [2, 1],
+    }
+
+
+def test_image_folders_from_a_scores_files_metadata(tmp_path):
+    recorded = {"image_folders": ["/a", "/b"], "source_rows": [2, 1]}
+    folders = ImageFolders.from_metadata(recorded, 3, "s.parquet")
+    runs = folders.index(0, 3)
+    assert folders.resolve(["x.jpg", "/abs.jpg", "x.jpg"], runs) == ["/a/x.jpg", "/abs.jpg", "/b/x.jpg"]
+    assert folders.index(2, 1).tolist() == [1]
+    # Written before the folders were recorded: one base for every row.
+    old = ImageFolders.from_metadata({"image_base": "/a"}, 3, "s.parquet")
+    assert old.resolve(["x.jpg"] * 3, old.index(0, 3)) == ["/a/x.jpg"] * 3
+
+
+def test_metadata_that_does_not_describe_the_rows_fails_only_on_a_relative_path(tmp_path):
+    folders = ImageFolders.from_metadata(
+        {"image_folders": ["/a", "/b"], "source_rows": [2, 1]}, 5, "s.parquet"
+    )
+    assert folders.resolve(["/abs.jpg", b"\xff", None], folders.index(0, 3)) == ["/abs.jpg", b"\xff", None]
+    with pytest.raises(
+        InputError, match=r"s\.parquet has 5 rows but its metadata places 3 rows in 2 image folders"
+    ):
+        folders.resolve(["x.jpg"], folders.index(0, 1))
+    # One folder for every row: no doubt where a path resolves, whatever the count.
+    same = ImageFolders.from_metadata({"image_folders": ["/a", "/a"], "source_rows": [2, 1]}, 5, "s.parquet")
+    assert same.resolve(["x.jpg"], same.index(4, 1)) == ["/a/x.jpg"]
