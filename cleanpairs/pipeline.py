@@ -1,4 +1,7 @@
-"""The glue the CLI and notebooks call: score a corpus file, summarise a scores file."""
+"""The glue the CLI and notebooks call: score a corpus file, summarise a scores file.
+
+Importing this module is light (pyarrow and numpy): every check on the user's input runs
+before torch, the trainers or scikit-learn are imported, so a mistake is answered at once."""
 
 from __future__ import annotations
 
@@ -20,8 +23,7 @@ from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.io.atomic import check_output_path, refuse_overwrite
 from cleanpairs.io.scores import iter_batches, open_scores, write_scores
 from cleanpairs.io.tables import TABLE_SUFFIXES, read_keys, read_pairs
-from cleanpairs.methods import DEFAULT_METHOD, PairEmbeddings, PairScores, get_method
-from cleanpairs.metrics import detection_metrics
+from cleanpairs.methods import DEFAULT_METHOD, PairEmbeddings, PairScores, get_method, get_spec
 from cleanpairs.schema import (
     P_CLEAN,
     REMATCH_KEY,
@@ -172,19 +174,20 @@ def score_corpus(
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    method_cls = get_method(method)
-    checked = method_cls.check_params(params or {})
+    # The spec, not the class: checking the name and parameters must not import the trainer.
+    spec = get_spec(method)
+    checked = spec.check_params(params or {})
     check_encoder_id(encoder)
     if rematch:
         check_rematch_params(**{**REMATCH_DEFAULTS, **(rematch_settings or {})})
     if meta_source is not None and meta_keys is not None:
         raise InputError("give the trusted set either as a table (--meta) or as keys (--meta-keys), not both")
-    if method_cls.needs_trusted and meta_source is None and meta_keys is None:
+    if spec.needs_trusted and meta_source is None and meta_keys is None:
         raise ParameterError(
             f"{method} learns from a trusted set of clean pairs: pass --meta trusted.parquet, "
             "or --meta-keys keys.txt naming rows of the corpus"
         )
-    if not method_cls.needs_trusted and (meta_source is not None or meta_keys is not None):
+    if not spec.needs_trusted and (meta_source is not None or meta_keys is not None):
         raise InputError(f"{method} does not learn from a trusted set; drop --meta / --meta-keys")
     out = check_output_path(output if output is not None else default_output(source))
     corpus = read_pairs(source, key_col=key_col, image_col=image_col, text_col=text_col)
@@ -202,7 +205,7 @@ def score_corpus(
     embedded = embed_corpus(corpus, encoder, cache_dir=cache_dir, device=device, progress=progress)
 
     trusted = None
-    if method_cls.needs_trusted:
+    if spec.needs_trusted:
         if meta_corpus is not None:
             trusted = embed_corpus(
                 meta_corpus, encoder, cache_dir=cache_dir, device=device, progress=progress
@@ -309,5 +312,7 @@ def summarize_scores(
             truth_parts.append(np.asarray(batch.column(truth_col).to_numpy(zero_copy_only=False), bool))
     detection = None
     if truth_col:
+        from cleanpairs.metrics import detection_metrics  # scikit-learn, only when asked for
+
         detection = detection_metrics(np.concatenate(p_parts), np.concatenate(truth_parts))
     return ScoresSummary(meta, rows, dict(statuses), hist.tolist(), edges.tolist(), detection)

@@ -21,8 +21,12 @@ KeyColOption = Annotated[str | None, typer.Option(help="Column of unique pair ke
 ImageColOption = Annotated[str | None, typer.Option(help="Column of image paths or bytes.")]
 TextColOption = Annotated[str | None, typer.Option(help="Column of captions.")]
 
+# Click hands a group's context settings down to its sub-commands, so `-h` works on every one.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     name="cleanpairs",
+    context_settings=HELP_OPTIONS,
     help="Find and fix mismatched image-caption pairs in image-text corpora.",
     no_args_is_help=True,
     add_completion=False,

@@ -167,17 +167,18 @@ def methods(
     details: Annotated[str | None, typer.Option(help="Show one method's parameters.")] = None,
 ) -> None:
     """List the registered scoring methods."""
-    from cleanpairs.methods import DEFAULT_METHOD, available_methods, get_method
+    # Specs, not classes: listing the methods imports no trainer (and no torch).
+    from cleanpairs.methods import DEFAULT_METHOD, available_methods, get_spec
 
     if details is None:
         for name in available_methods():
             mark = " (default)" if name == DEFAULT_METHOD else ""
-            typer.echo(f"{name:<12} {get_method(name).summary}{mark}")
+            typer.echo(f"{name:<12} {get_spec(name).summary}{mark}")
         return
-    cls = get_method(details)
-    typer.echo(f"{cls.name}: {cls.summary}")
-    for pname, spec in cls.params.items():
-        typer.echo(f"  {pname:<14} {spec.describe():<40} default {spec.default!r}  {spec.doc}")
+    spec = get_spec(details)
+    typer.echo(f"{spec.name}: {spec.summary}")
+    for pname, param in spec.params.items():
+        typer.echo(f"  {pname:<14} {param.describe():<40} default {param.default!r}  {param.doc}")
 
 
 @app.command()

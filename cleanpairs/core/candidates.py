@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import faiss
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
 
 EXACT_UP_TO = 20_000
 """Up to this many items a flat (exact) index is both fast enough and exact."""
@@ -28,6 +32,8 @@ def build_index(
     sample of 39 to 64 points per list, so a query scans ``O(sqrt(n))`` items instead of
     ``n``. (HNSW searches faster still, but building it over 200,000 rows took minutes on
     two cores.)"""
+    import faiss  # here, not above: faiss is heavy and the rematch settings import this module
+
     items = normalize_rows(items) if normalize else np.ascontiguousarray(items, dtype=np.float32)
     d = items.shape[1]
     if len(items) <= exact_up_to:

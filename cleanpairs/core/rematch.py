@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import ot
 
 from cleanpairs.contract import Heads, PairEmbeddings
 from cleanpairs.core.candidates import nearest_items, normalize_rows
@@ -76,6 +75,8 @@ def transport_block(cost: np.ndarray, capacity: np.ndarray, mass: float) -> np.n
     moved = float(np.floor(min(mass * cost.shape[0] + 0.5, capacity.sum())))
     if moved <= 0:
         return np.zeros_like(cost)
+    import ot  # here, not above: POT imports torch, and the CLI checks REMATCH_DEFAULTS without it
+
     plan = ot.partial.partial_wasserstein(rows, capacity.astype(np.float64), cost, m=moved)
     return np.asarray(plan)
 

@@ -1,23 +1,22 @@
-"""Noise-robust methods behind one interface, and their registry."""
+"""Noise-robust methods behind one interface, and their registry.
 
-from cleanpairs.methods import crcl as _crcl  # noqa: F401  (registers itself)
-from cleanpairs.methods import l2rm as _l2rm  # noqa: F401  (registers itself)
-from cleanpairs.methods import mscn as _mscn  # noqa: F401  (registers itself)
-from cleanpairs.methods import ncr as _ncr  # noqa: F401  (registers itself)
-from cleanpairs.methods import rcar as _rcar  # noqa: F401  (registers itself)
-from cleanpairs.methods import similarity as _similarity  # noqa: F401  (registers itself)
-from cleanpairs.methods import tsvc as _tsvc  # noqa: F401  (registers itself)
-from cleanpairs.methods.base import Heads, PairEmbeddings, PairScorer, PairScores, Param
-from cleanpairs.methods.registry import DEFAULT_METHOD, available_methods, get_method, register
+Importing this package is light: the methods' declarations (:mod:`cleanpairs.methods.specs`)
+are data, and a method's trainer (with torch) is imported by :func:`get_method` when asked for.
+"""
+
+from cleanpairs.methods.base import Heads, MethodSpec, PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.registry import DEFAULT_METHOD, available_methods, get_method, get_spec, register
 
 __all__ = [
     "DEFAULT_METHOD",
     "Heads",
+    "MethodSpec",
     "PairEmbeddings",
     "PairScorer",
     "PairScores",
     "Param",
     "available_methods",
     "get_method",
+    "get_spec",
     "register",
 ]

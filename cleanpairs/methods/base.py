@@ -1,17 +1,20 @@
-"""The method contract: the :class:`PairScorer` base class every method derives from.
+"""The method contract: the :class:`PairScorer` base class every method derives from, and the
+:class:`MethodSpec` that declares a method without importing its implementation.
 
 The types it takes and returns live in :mod:`cleanpairs.contract` (below the core) and are
-re-exported here."""
+re-exported here. Nothing here imports torch: the CLI checks a method's name and parameters
+with this module alone, before any heavy import."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cleanpairs.contract import Heads, PairEmbeddings, PairScores, Param
 from cleanpairs.errors import NotFittedError, ParameterError
 
-__all__ = ["Heads", "PairEmbeddings", "PairScorer", "PairScores", "Param", "head_params"]
+__all__ = ["Heads", "MethodSpec", "PairEmbeddings", "PairScorer", "PairScores", "Param", "head_params"]
 
 
 def head_params(batch_size: int = 256, batch_doc: str = "pairs per batch") -> dict[str, Param]:
@@ -26,20 +29,80 @@ def head_params(batch_size: int = 256, batch_doc: str = "pairs per batch") -> di
     }
 
 
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method declares: its registry name, one-line summary, hyperparameters, whether it
+    needs a trusted set, and the module whose import registers its :class:`PairScorer`.
+
+    Specs are data (:mod:`cleanpairs.methods.specs`), so names and parameters can be listed and
+    checked without importing the method's trainer (and torch).
+
+    Attributes
+    ----------
+    validate
+        An extra check over the checked values (a parameter whose string must parse, say); it
+        raises :class:`ParameterError`.
+    """
+
+    name: str
+    summary: str
+    module: str
+    params: Mapping[str, Param] = field(default_factory=dict)
+    needs_trusted: bool = False
+    validate: Callable[[dict[str, Any]], None] | None = None
+
+    def check_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Check ``values`` against the declared parameters; return all of them, defaults filled.
+
+        Strings (from the command line) are converted to the declared type first.
+
+        Raises
+        ------
+        ParameterError
+            An unknown name, or a value outside the declared range, with one sentence saying
+            what is allowed.
+        """
+        unknown = sorted(set(values) - set(self.params))
+        if unknown:
+            known = ", ".join(sorted(self.params)) or "none"
+            raise ParameterError(f"{self.name} has no parameter {unknown[0]!r}; its parameters are: {known}")
+        checked = {}
+        for pname, spec in self.params.items():
+            value = spec.coerce(values[pname]) if pname in values else spec.default
+            if not spec.accepts(value):
+                raise ParameterError(
+                    f"The {pname!r} parameter of {self.name} must be {spec.describe()}. "
+                    f"Got {values.get(pname, value)!r} instead."
+                )
+            checked[pname] = float(value) if spec.kind is float else value
+        if self.validate is not None:
+            self.validate(checked)
+        return checked
+
+
 class PairScorer:
     """Base class of every method: learns on a noisy corpus's embeddings and scores each pair.
 
-    Subclasses set ``name``, ``summary`` and ``params`` and implement ``_fit``, calling
-    :meth:`epoch_done` after each training epoch. ``__init__`` only stores keyword-only
-    hyperparameters (and an optional ``on_epoch`` observer); ``fit`` checks them, learns, and returns self;
-    ``score`` returns the per-pair arrays in input order.
+    Subclasses set ``spec`` (which fills ``name``, ``summary``, ``params`` and ``needs_trusted``)
+    and implement ``_fit``, calling :meth:`epoch_done` after each training epoch. ``__init__``
+    only stores keyword-only hyperparameters (and an optional ``on_epoch`` observer); ``fit``
+    checks them, learns, and returns self; ``score`` returns the per-pair arrays in input order.
     """
 
+    spec: ClassVar[MethodSpec]
     name: ClassVar[str]
     summary: ClassVar[str]
-    params: ClassVar[dict[str, Param]] = {}
+    params: ClassVar[Mapping[str, Param]] = {}
     needs_trusted: ClassVar[bool] = False
     """True for methods that learn from a small set of pairs known to be clean (MSCN)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The spec is the one declaration; the class attributes mirror it for the trainers' use.
+        spec = cls.__dict__.get("spec")
+        if spec is not None:
+            cls.name, cls.summary = spec.name, spec.summary
+            cls.params, cls.needs_trusted = spec.params, spec.needs_trusted
 
     def __init__(
         self,
@@ -64,31 +127,9 @@ class PairScorer:
             self.on_epoch(epoch, heads())
 
     @classmethod
-    def check_params(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """Check ``values`` against the declared parameters; return all of them, defaults filled.
-
-        Strings (from the command line) are converted to the declared type first.
-
-        Raises
-        ------
-        ParameterError
-            An unknown name, or a value outside the declared range, with one sentence saying
-            what is allowed.
-        """
-        unknown = sorted(set(values) - set(cls.params))
-        if unknown:
-            known = ", ".join(sorted(cls.params)) or "none"
-            raise ParameterError(f"{cls.name} has no parameter {unknown[0]!r}; its parameters are: {known}")
-        checked = {}
-        for pname, spec in cls.params.items():
-            value = spec.coerce(values[pname]) if pname in values else spec.default
-            if not spec.accepts(value):
-                raise ParameterError(
-                    f"The {pname!r} parameter of {cls.name} must be {spec.describe()}. "
-                    f"Got {values.get(pname, value)!r} instead."
-                )
-            checked[pname] = float(value) if spec.kind is float else value
-        return checked
+    def check_params(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Check ``values`` against the method's spec (:meth:`MethodSpec.check_params`)."""
+        return cls.spec.check_params(values)
 
     def get_params(self) -> dict[str, Any]:
         """Every hyperparameter's value, defaults filled in (after checking them)."""

@@ -19,18 +19,18 @@ model's cosine.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from cleanpairs.core.agreement import CaptionAgreement, agreement_param
+from cleanpairs.core.agreement import CaptionAgreement
 from cleanpairs.core.losses import active_complementary, matching_probabilities
 from cleanpairs.core.mixture import gmm_clean_posterior
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
-from cleanpairs.errors import ParameterError
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
+from cleanpairs.methods import specs
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 
@@ -57,58 +57,15 @@ def refine(previous: torch.Tensor, evidence: torch.Tensor, momentum: float, floo
     return torch.where(labels < floor, torch.zeros_like(labels), labels)
 
 
-def parse_stages(text: str) -> list[int]:
-    """``"2,2,2,4"`` -> epochs after the warm-up of each stage."""
-    try:
-        stages = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        stages = []
-    if not stages or min(stages) < 0:
-        raise ParameterError(
-            f"The 'stages' parameter of crcl must be comma-separated epoch counts such as '2,2,2,4'. "
-            f"Got {text!r} instead."
-        )
-    return stages
-
-
 @register
 class CRCLScorer(PairScorer):
     """Active Complementary Loss with self-refined labels carried across restarts."""
 
-    name = "crcl"
-    summary = "CRCL (NeurIPS'23): active complementary loss, momentum label refinement across restarts"
-    params: ClassVar[dict[str, Param]] = {
-        "stages": Param(
-            str, "1,1,1,3", "epochs after the warm-up of each stage; each stage restarts the heads"
-        ),
-        "warmup_epochs": Param(int, 1, "epochs at the start of every stage with frozen labels", low=0),
-        "tau": Param(float, 0.05, "temperature of the matching probabilities", low=0, low_open=True),
-        "momentum": Param(
-            float, 0.8, "label momentum (alpha): share of the previous label kept", low=0, high=1
-        ),
-        "floor": Param(
-            float,
-            0.0,
-            "labels below this are set to 0 (confident correction; the paper uses 0.1)",
-            low=0,
-            high=1,
-        ),
-        "complementary_weight": Param(float, 5.0, "weight of the complementary term", low=0),
-        # Off by default: CRCL's labels pile up just above 0, and a second mixture over them
-        # plus the agreement ranked worse at 80% shuffled and complete noise (docs/methods.md).
-        "agreement": agreement_param(default=0.0),
-        **head_params(batch_size=128),
-    }
-
-    @classmethod
-    def check_params(cls, values: dict[str, Any]) -> dict[str, Any]:
-        checked = super().check_params(values)
-        parse_stages(checked["stages"])
-        return checked
+    spec = specs.CRCL
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
         config = HeadConfig.from_params(params)
-        stages = parse_stages(params["stages"])
+        stages = specs.parse_stages(params["stages"])
         warmup = params["warmup_epochs"]
         n = len(pairs)
         state = PairState(n)

@@ -34,17 +34,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from cleanpairs.core.losses import hinge_triplet, info_nce, matching_probabilities
 from cleanpairs.core.mixture import bmm_clean_posterior
-from cleanpairs.core.rematch import REMATCH_DEFAULTS, rematch_in_shared_space
+from cleanpairs.core.rematch import rematch_in_shared_space
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
+from cleanpairs.methods import specs
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 TARGET_FLOOR = 1e-10
@@ -221,51 +222,7 @@ class L2RMScorer(PairScorer):
     """Learning to Rematch: beta-mixture split, clean batches trained as usual, noisy batches
     trained towards a partial transport plan between their images and captions."""
 
-    name = "l2rm"
-    summary = (
-        "L2RM (CVPR'24): beta-mixture split; noisy images and captions rematched by partial OT "
-        "as soft targets"
-    )
-    params: ClassVar[dict[str, Param]] = {
-        "loss": Param(
-            str,
-            "infonce",
-            "loss of the clean batch and split statistic: 'infonce' (InfoNCE, split on the "
-            "corpus InfoNCE loss) or 'hinge' (the paper's: hardest-negative triplet, split on "
-            "the mean-negative triplet loss)",
-            choices=("infonce", "hinge"),
-        ),
-        "temperature": Param(
-            float,
-            0.1,
-            "softmax temperature of InfoNCE, the warm-up and the rematch KL (tau)",
-            low=0,
-            low_open=True,
-        ),
-        "margin": Param(float, 0.2, "triplet margin (loss=hinge)", low=0, low_open=True),
-        "warmup_epochs": Param(int, 1, "epochs of robust InfoNCE on all pairs before the first split", low=0),
-        "epochs": Param(int, 5, "epochs of split + clean/noisy training after the warm-up", low=1),
-        "rho": Param(
-            float, 0.1, "share of a noisy batch's mass the transport moves", low=0, high=1, low_open=True
-        ),
-        "reg": Param(float, 0.01, "entropic regularisation of the batch transport", low=0, low_open=True),
-        "noisy_weight": Param(float, 0.1, "weight of the noisy batch's rematch loss (paper: 1)", low=0),
-        "p_threshold": Param(
-            float, 0.5, "clean posterior above which a pair is taken as clean", low=0, high=1
-        ),
-        "rematch_k": Param(
-            int, REMATCH_DEFAULTS["k"], "candidate captions per image in the final corpus rematch", low=1
-        ),
-        "rematch_mass": Param(
-            float,
-            REMATCH_DEFAULTS["mass"],
-            "share of the noisy images' mass the final corpus rematch moves",
-            low=0,
-            high=1,
-            low_open=True,
-        ),
-        **head_params(batch_doc="pairs per clean batch and per noisy batch"),
-    }
+    spec = specs.L2RM
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
         config = HeadConfig.from_params(params)

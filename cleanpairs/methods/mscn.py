@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +43,8 @@ from cleanpairs.core.mixture import BetaMixture, clean_subset, ranked_posterior
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.errors import ParameterError
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
+from cleanpairs.methods import specs
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 SCORE_EPS = 1e-3
@@ -287,49 +288,7 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 class MSCNScorer(PairScorer):
     """Meta Similarity Correction: a meta-net learned bi-level on trusted pairs corrects the labels."""
 
-    name = "mscn"
-    summary = "MSCN (CVPR'23): meta-net on a trusted set corrects similarities (bi-level), BMM purification"
-    needs_trusted = True
-    params: ClassVar[dict[str, Param]] = {
-        "loss": Param(
-            str,
-            "infonce",
-            "main loss: 'infonce' (soft-target InfoNCE with the corrected label) or 'hinge' "
-            "(the paper's hardest-negative hinge with the adaptive margin)",
-            choices=("infonce", "hinge"),
-        ),
-        "temperature": Param(float, 0.1, "InfoNCE temperature (loss=infonce)", low=0, low_open=True),
-        "margin": Param(float, 0.2, "hinge margin (loss=hinge)", low=0, low_open=True),
-        "warmup_epochs": Param(
-            int, 1, "epochs on all pairs before the first purification; the meta-net learns directly", low=0
-        ),
-        "epochs": Param(int, 3, "epochs of bi-level training on the purified pairs", low=1),
-        "meta_interval": Param(int, 1, "a bi-level meta update every this many steps", low=1),
-        "meta_warmup_steps": Param(
-            int,
-            200,
-            "direct meta-net steps on the meta data after the warm-up, before the first purification",
-            low=0,
-        ),
-        "meta_negatives": Param(
-            str,
-            "trusted",
-            "where the meta data's mismatched pairs come from: random pairs of the trusted set, "
-            "or of the corpus (as official)",
-            choices=("trusted", "corpus"),
-        ),
-        "meta_lr": Param(
-            float,
-            1e-4,
-            "Adam learning rate of the meta-net in the bi-level epochs (in the warm-up it learns at lr)",
-            low=0,
-            low_open=True,
-        ),
-        "meta_hidden": Param(int, 64, "hidden width of the meta-net", low=1),
-        "p_threshold": Param(float, 0.5, "clean posterior above which a pair is trained on", low=0, high=1),
-        **head_params(batch_doc="pairs per batch (and per meta batch)"),
-        "lr_step": Param(int, 0, "divide the learning rates by 10 every this many epochs (0: never)", low=0),
-    }
+    spec = specs.MSCN
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
         trusted = self.trusted

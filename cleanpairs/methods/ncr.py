@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from cleanpairs.core.agreement import CaptionAgreement, agreement_param
+from cleanpairs.core.agreement import CaptionAgreement
 from cleanpairs.core.heads import AveragedHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
 from cleanpairs.core.mixture import gmm_clean_posterior
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
+from cleanpairs.methods import specs
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 
@@ -87,40 +88,7 @@ def rectify(
 class NCRScorer(PairScorer):
     """Noisy Correspondence Rectifier: co-divided GMM splits, rectified labels, soft margins."""
 
-    name = "ncr"
-    summary = "NCR (NeurIPS'21): co-divide two heads by a loss GMM, rectify labels, soft-margin hinge"
-    params: ClassVar[dict[str, Param]] = {
-        "loss": Param(
-            str,
-            "infonce",
-            "training loss: 'hinge' (the paper's, soft margins) or 'infonce' "
-            "(soft-target InfoNCE with the rectified label)",
-            choices=("infonce", "hinge"),
-        ),
-        "temperature": Param(float, 0.1, "InfoNCE temperature (loss=infonce)", low=0, low_open=True),
-        "warmup_epochs": Param(int, 1, "epochs on all pairs, unweighted, before the first split", low=0),
-        "epochs": Param(int, 6, "co-training epochs after the warm-up", low=1),
-        "margin": Param(float, 0.2, "hinge margin (alpha)", low=0, low_open=True),
-        "soft_margin": Param(
-            str,
-            "exponential",
-            "how the margin follows the rectified label",
-            choices=("linear", "exponential", "sin"),
-        ),
-        "p_threshold": Param(
-            float, 0.5, "clean posterior above which a pair is taken as clean", low=0, high=1
-        ),
-        "agreement": agreement_param(),
-        "noisy_from": Param(
-            float,
-            1.0,
-            "share of the co-training epochs before noisy pairs are trained on "
-            "with their predicted labels (1: never; the paper uses 0.5)",
-            low=0,
-            high=1,
-        ),
-        **head_params(),
-    }
+    spec = specs.NCR
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
         config = HeadConfig.from_params(params)

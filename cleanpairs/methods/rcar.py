@@ -27,18 +27,19 @@ the refurbished label, ``cp_similarity`` the heads' cosine.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cleanpairs.core.agreement import CaptionAgreement, agreement_param
+from cleanpairs.core.agreement import CaptionAgreement
 from cleanpairs.core.losses import info_nce, soft_info_nce
 from cleanpairs.core.mixture import bmm_clean_posterior, clean_subset
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
+from cleanpairs.methods import specs
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 
@@ -152,31 +153,7 @@ class MultiTask:
 class RCARScorer(PairScorer):
     """Multi-task learning against memorisation, a beta-mixture split, refurbished labels."""
 
-    name = "rcar"
-    summary = (
-        "RCAR (FITEE'23): multi-task learning slows memorisation, beta-mixture split on the loss, "
-        "labels refurbished with the noise posterior"
-    )
-    params: ClassVar[dict[str, Param]] = {
-        "temperature": Param(
-            float, 0.1, "InfoNCE temperature of the matching and intra-modal tasks", low=0, low_open=True
-        ),
-        "task_weight": Param(
-            float, 1.0, "weight of the intra-modal tasks beside matching (0: matching alone)", low=0
-        ),
-        "neighbour_temperature": Param(
-            float, 0.05, "temperature of the frozen spaces' neighbour distributions", low=0, low_open=True
-        ),
-        "warmup_epochs": Param(int, 1, "epochs on all pairs with label 1 before the first split", low=0),
-        "epochs": Param(int, 5, "epochs of split + refurbishment after the warm-up", low=1),
-        "train_noisy": Param(
-            bool,
-            False,
-            "also train the pairs the mixture calls noisy, with their refurbished labels (the paper)",
-        ),
-        "agreement": agreement_param(),
-        **head_params(),
-    }
+    spec = specs.RCAR
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
         config = HeadConfig.from_params(params)

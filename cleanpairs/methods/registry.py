@@ -1,11 +1,19 @@
-"""The registry of methods: ``cleanpairs score --method NAME`` looks names up here."""
+"""The registry of methods: ``cleanpairs score --method NAME`` looks names up here.
+
+Names, summaries and parameters come from the methods' specs (:mod:`cleanpairs.methods.specs`)
+and cost no heavy import; a method's trainer (and torch) is imported only when its class is
+asked for (:func:`get_method`)."""
 
 from __future__ import annotations
 
-from cleanpairs.errors import ParameterError
-from cleanpairs.methods.base import PairScorer
+import importlib
 
-_REGISTRY: dict[str, type[PairScorer]] = {}
+from cleanpairs.errors import ParameterError
+from cleanpairs.methods.base import MethodSpec, PairScorer
+from cleanpairs.methods.specs import METHOD_SPECS
+
+_SPECS: dict[str, MethodSpec] = dict(METHOD_SPECS)
+_CLASSES: dict[str, type[PairScorer]] = {}
 
 DEFAULT_METHOD = "ncr"
 """The best method of our benchmark (docs/benchmarks.md): the highest detection AUROC at every
@@ -13,20 +21,28 @@ noise rate among the methods that need nothing but the corpus."""
 
 
 def register(cls: type[PairScorer]) -> type[PairScorer]:
-    """Class decorator that makes a :class:`PairScorer` available by its ``name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"a method named {cls.name!r} is already registered")
-    _REGISTRY[cls.name] = cls
+    """Class decorator that makes a :class:`PairScorer` available by its spec's name.
+
+    A class whose spec is not among the shipped ones (a method of your own) adds it.
+    """
+    spec = cls.__dict__.get("spec")
+    if spec is None:
+        raise ValueError(f"{cls.__name__} declares no spec; set spec = MethodSpec(...) on the class")
+    known = _SPECS.get(spec.name)
+    if (known is not None and known is not spec) or _CLASSES.get(spec.name, cls) is not cls:
+        raise ValueError(f"a method named {spec.name!r} is already registered")
+    _SPECS[spec.name] = spec
+    _CLASSES[spec.name] = cls
     return cls
 
 
 def available_methods() -> list[str]:
     """The registered method names, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_SPECS)
 
 
-def get_method(name: str) -> type[PairScorer]:
-    """The method class registered under ``name``.
+def get_spec(name: str) -> MethodSpec:
+    """The declaration of the method registered under ``name``, without importing its trainer.
 
     Raises
     ------
@@ -34,8 +50,24 @@ def get_method(name: str) -> type[PairScorer]:
         No method has that name; the message lists those that exist.
     """
     try:
-        return _REGISTRY[name]
+        return _SPECS[name]
     except KeyError:
         raise ParameterError(
             f"unknown method {name!r}; available: {', '.join(available_methods())}"
         ) from None
+
+
+def get_method(name: str) -> type[PairScorer]:
+    """The method class registered under ``name`` (its module is imported on first use).
+
+    Raises
+    ------
+    ParameterError
+        No method has that name; the message lists those that exist.
+    """
+    spec = get_spec(name)
+    if name not in _CLASSES:
+        importlib.import_module(spec.module)  # the module's @register fills _CLASSES
+    if name not in _CLASSES:
+        raise ParameterError(f"method {name!r}: {spec.module} registers no PairScorer of that name")
+    return _CLASSES[name]

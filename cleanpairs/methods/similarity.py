@@ -8,7 +8,7 @@ projection heads are first trained with plain InfoNCE on the corpus as given, no
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -16,34 +16,16 @@ from cleanpairs.core.losses import info_nce
 from cleanpairs.core.mixture import gmm_clean_posterior
 from cleanpairs.core.training import HeadConfig, HeadTrainer, progress_bar
 from cleanpairs.errors import ParameterError
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods import specs
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
-
-_DEFAULT_HEADS = HeadConfig(hidden=0)
-_EPOCHS = 2
-_TEMPERATURE = 0.05
 
 
 @register
 class SimilarityScorer(PairScorer):
     """Pair similarity with a Gaussian-mixture split: no noise handling at all."""
 
-    name = "similarity"
-    summary = "baseline: pair cosine (trained heads when the encoder is not aligned) + 2-GMM split"
-    params: ClassVar[dict[str, Param]] = {
-        "train_heads": Param(
-            str,
-            "auto",
-            "train heads: 'auto' (only when the encoder is not aligned), 'always', 'never'",
-            choices=("auto", "always", "never"),
-        ),
-        "epochs": Param(int, _EPOCHS, "training epochs of the heads", low=1),
-        "batch_size": Param(int, _DEFAULT_HEADS.batch_size, "pairs per training batch", low=2),
-        "lr": Param(float, _DEFAULT_HEADS.lr, "AdamW learning rate", low=0, low_open=True),
-        "dim": Param(int, _DEFAULT_HEADS.dim, "shared embedding size", low=2),
-        "hidden": Param(int, _DEFAULT_HEADS.hidden, "hidden width of each head (0: linear heads)", low=0),
-        "temperature": Param(float, _TEMPERATURE, "InfoNCE temperature", low=0, low_open=True),
-    }
+    spec = specs.SIMILARITY
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
         train = params["train_heads"] == "always" or (params["train_heads"] == "auto" and not pairs.aligned)

@@ -32,19 +32,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from cleanpairs.core.agreement import CaptionAgreement, agreement_param
+from cleanpairs.core.agreement import CaptionAgreement
 from cleanpairs.core.heads import ProjectionHead
 from cleanpairs.core.losses import info_nce, matching_probabilities, soft_info_nce
 from cleanpairs.core.mixture import gmm_clean_posterior
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores, Param, head_params
+from cleanpairs.methods import specs
+from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 MI_NEGATIVES = 1024
@@ -212,36 +213,7 @@ class TSVCScorer(PairScorer):
     """Tripartite learning: a Coordinator distributes the pairs, a Master learns to retrieve, an
     Assistant of another make trains on other pairs; soft labels from the views' mutual information."""
 
-    name = "tsvc"
-    summary = (
-        "TSVC (AAAI'25): Coordinator, Master and Assistant heads of different make; soft labels "
-        "from the variation of mutual information between them; consistency loss"
-    )
-    params: ClassVar[dict[str, Param]] = {
-        "temperature": Param(
-            float, 0.1, "InfoNCE temperature of every model and of the MI estimate", low=0, low_open=True
-        ),
-        "warmup_epochs": Param(
-            int, 1, "epochs of all three models on all pairs before the first split", low=0
-        ),
-        "epochs": Param(int, 5, "tripartite epochs after the warm-up", low=1),
-        "variation_weight": Param(
-            float, 0.25, "how much the spread of the views' mutual information lowers the soft label", low=0
-        ),
-        "consistency_weight": Param(
-            float, 0.5, "weight of the Master's consistency loss towards the Assistant's view", low=0
-        ),
-        "p_threshold": Param(
-            float, 0.5, "clean posterior above which a pair is given to a model", low=0, high=1
-        ),
-        "coordinator_dim": Param(int, 128, "shared space size of the Coordinator's MLP heads", low=2),
-        "coordinator_hidden": Param(int, 512, "hidden width of the Coordinator's MLP heads", low=1),
-        "assistant_hidden": Param(
-            int, 0, "hidden width of the Assistant's image head into the caption space (0: linear)", low=0
-        ),
-        "agreement": agreement_param(),
-        **head_params(batch_doc="pairs per batch (all three models)"),
-    }
+    spec = specs.TSVC
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
         warmup, epochs = params["warmup_epochs"], params["epochs"]
