@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,4 +83,21 @@ def small_flickr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 real photos x 5 captions (clean), as a parquet file with absolute image paths."""
     path = tmp_path_factory.mktemp("flickr-small") / "pairs.parquet"
     pq.write_table(flickr_slice(12, offset=100), path)
+    return path
+
+
+def write_blank_png(path: Path, width: int, height: int) -> Path:
+    """Write a valid one-colour PNG of ``width`` x ``height`` pixels: 1 bit per pixel, streamed
+    through zlib row by row, so even 15,000 x 15,000 pixels takes a few kilobytes and no memory."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte 0, then the row's bits, all black
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
     return path
