@@ -18,7 +18,7 @@ from PIL import Image
 
 from cleanpairs.errors import InputError
 from cleanpairs.io.atomic import atomic_output, refuse_overwrite
-from cleanpairs.io.images import ImageProblem, decode_image, read_image_bytes
+from cleanpairs.io.images import ImageProblem, check_max_pixels, decode_image, read_image_bytes
 from cleanpairs.io.scores import iter_batches, keep_mask, open_scores
 from cleanpairs.schema import (
     P_CLEAN,
@@ -150,6 +150,7 @@ def export_scores(
     shard_rows: int = 10_000,
     rematch: bool = False,
     rematch_thresh: float = 0.15,
+    max_image_pixels: int | None = None,
 ) -> ExportCounts:
     """Write the pairs of a scores file with ``cp_p_clean >= thresh`` as shards in ``out_dir``.
 
@@ -162,6 +163,8 @@ def export_scores(
     ``{key}.txt`` and ``{key}.json`` per sample, with ``00000.parquet`` and
     ``00000_stats.json`` beside each tar; the sample key is img2dataset's shard-and-index
     number and the corpus key is kept as ``source_key``. The folder appears whole or not at all.
+    An image that cannot be read, or has more than ``max_image_pixels`` pixels (default:
+    Pillow's limit), is left out of the tar and listed as ``failed_to_read`` with the reason.
 
     Raises
     ------
@@ -179,6 +182,7 @@ def export_scores(
         raise InputError(f"{out_dir} is a file; export writes a folder of shards")
     if rematch and not rematch_thresh >= 0:
         raise InputError(f"--rematch-thresh must be at least 0; got {rematch_thresh}")
+    check_max_pixels(max_image_pixels)
     if rematch:
         batches, meta = _kept_and_rematched_rows(source, thresh, rematch_thresh)
     else:
@@ -187,7 +191,7 @@ def export_scores(
         if format == "parquet":
             counts = _write_parquet_shards(batches, tmp, shard_rows)
         else:
-            counts = _write_webdataset_shards(batches, tmp, shard_rows, meta)
+            counts = _write_webdataset_shards(batches, tmp, shard_rows, meta, max_image_pixels)
     return counts
 
 
@@ -206,8 +210,8 @@ def _rematched_in(table: pa.Table) -> int:
     return int(pc.sum(table.column(REMATCHED)).as_py() or 0)
 
 
-def _as_jpeg(data: bytes) -> tuple[bytes, int, int]:
-    img = decode_image(data)
+def _as_jpeg(data: bytes, max_pixels: int | None) -> tuple[bytes, int, int]:
+    img = decode_image(data, max_pixels=max_pixels)
     with Image.open(io.BytesIO(data)) as probe:
         is_jpeg = probe.format == "JPEG"
     if is_jpeg:
@@ -237,7 +241,11 @@ def _jsonable(value: object) -> object:
 
 
 def _write_webdataset_shards(
-    batches: Iterator[pa.RecordBatch], folder: Path, shard_rows: int, meta: RunMetadata
+    batches: Iterator[pa.RecordBatch],
+    folder: Path,
+    shard_rows: int,
+    meta: RunMetadata,
+    max_pixels: int | None,
 ) -> ExportCounts:
     roles = meta.roles
     image_col, caption_col, key_col = roles.get("image"), roles.get("caption"), roles.get("key")
@@ -267,7 +275,7 @@ def _write_webdataset_shards(
                 }
                 try:
                     jpeg, record["width"], record["height"] = _as_jpeg(
-                        read_image_bytes(_image_ref(row[image_col], base))
+                        read_image_bytes(_image_ref(row[image_col], base)), max_pixels
                     )
                 except ImageProblem as problem:
                     record["status"], record["error_message"] = "failed_to_read", str(problem)

@@ -42,11 +42,11 @@ def check_max_pixels(max_pixels: int | None) -> int:
         ceiling = Image.MAX_IMAGE_PIXELS
         return DEFAULT_MAX_PIXELS if ceiling is None else min(DEFAULT_MAX_PIXELS, ceiling)
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ParameterError(f"max_image_pixels must be a positive integer; got {max_pixels!r}")
+        raise ParameterError(f"--max-image-pixels must be a positive integer; got {max_pixels!r}")
     ceiling = Image.MAX_IMAGE_PIXELS
     if ceiling is not None and max_pixels > ceiling:
         raise ParameterError(
-            f"max_image_pixels must be at most {ceiling} (Pillow's decompression-bomb limit, "
+            f"--max-image-pixels must be at most {ceiling} (Pillow's decompression-bomb limit, "
             f"PIL.Image.MAX_IMAGE_PIXELS); got {max_pixels}"
         )
     return max_pixels
