@@ -283,4 +283,12 @@ def require_scores_schema(schema: pa.Schema, source: object = "this file") -> Ru
     missing = [c for c in OUTPUT_COLUMNS if c not in schema.names]
     if missing:
         raise InputError(f"{source} is not a scores file: it lacks the columns {', '.join(missing)}")
+    for name in (P_CLEAN, SOFT_LABEL, SIMILARITY, REMATCH_SCORE, STATUS):
+        dtype = schema.field(name).type
+        wanted = _is_string if name == STATUS else pa.types.is_floating
+        if not wanted(dtype):
+            raise InputError(
+                f"{source} is not a scores file: its column {name} holds {dtype}, "
+                f"not {'strings' if name == STATUS else 'floats'}"
+            )
     return meta

@@ -4,7 +4,15 @@ import pyarrow as pa
 import pytest
 
 from cleanpairs.errors import InputError
-from cleanpairs.schema import ROW_NUMBER_KEY, RunMetadata, resolve_roles
+from cleanpairs.schema import (
+    P_CLEAN,
+    ROW_NUMBER_KEY,
+    STATUS,
+    RunMetadata,
+    output_fields,
+    require_scores_schema,
+    resolve_roles,
+)
 
 
 def test_default_names_are_found():
@@ -115,3 +123,19 @@ def test_embedding_columns_take_lists_of_numbers_only():
         InputError, match=r"'image_emb' \(image embedding\) must be a list of numbers, but it holds"
     ):
         resolve_roles(strings)
+
+
+def test_a_scores_schema_needs_cp_columns_of_the_right_types():
+    meta = RunMetadata.from_json(_damaged())
+    columns = [pa.field(f.name, f.type) for f in output_fields(pa.string())]
+    good = pa.schema(columns).with_metadata({b"cleanpairs": meta.to_json()})
+    assert require_scores_schema(good, "s.parquet") == meta
+    text_scores = good.set(0, pa.field(P_CLEAN, pa.string()))
+    with pytest.raises(
+        InputError, match=r"^s\.parquet is not a scores file: its column cp_p_clean holds string"
+    ):
+        require_scores_schema(text_scores, "s.parquet")
+    with pytest.raises(
+        InputError, match=r"^s\.parquet is not a scores file: it lacks the columns cp_status$"
+    ):
+        require_scores_schema(good.remove(good.get_field_index(STATUS)), "s.parquet")

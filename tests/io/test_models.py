@@ -248,3 +248,21 @@ def test_a_damaged_saved_index_counts_as_none(trained_model, tmp_path):
     assert load_index(tmp_path / "model", "abc").texts.ntotal == 4
     (folder / "texts.faiss").write_bytes(b"half an index")
     assert load_index(tmp_path / "model", "abc") is None
+
+
+def test_a_corpus_embedded_to_other_sizes_than_the_heads_take_is_refused(trained_model, tmp_path):
+    from cleanpairs.retrieval import evaluate_corpus
+
+    rng = np.random.default_rng(2)
+    table = pa.table(
+        {
+            "image_emb": list(rng.normal(size=(6, 16)).astype(np.float32)),
+            "text_emb": list(rng.normal(size=(6, 6))),
+        }
+    )
+    pq.write_table(table, tmp_path / "other.parquet")
+    with pytest.raises(
+        InputError,
+        match=r"image embeddings of .*other\.parquet have 16 dimensions, but the model.s image head takes 12",
+    ):
+        evaluate_corpus(trained_model, tmp_path / "other.parquet", device="cpu", progress=False)
