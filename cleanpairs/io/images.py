@@ -92,7 +92,9 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     """Open ``data`` lazily (Pillow reads only the header) and refuse it above ``max_pixels``."""
     try:
         # Pillow warns between its limit and twice it, and raises above; both mean too large
-        # here, since ``max_pixels`` never exceeds Pillow's limit.
+        # here, since ``max_pixels`` never exceeds Pillow's limit. (catch_warnings swaps the
+        # process's filters for this block; a thread racing it could at worst see this one
+        # filter, which only turns Pillow's bomb warning into its error.)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
