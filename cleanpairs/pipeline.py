@@ -21,6 +21,7 @@ from cleanpairs.core.rematch import REMATCH_DEFAULTS, check_rematch_params, rema
 from cleanpairs.encoders import check_encoder_id, embed_corpus
 from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.io.atomic import check_output_path, refuse_overwrite
+from cleanpairs.io.images import check_max_pixels
 from cleanpairs.io.scores import iter_batches, open_scores, write_scores
 from cleanpairs.io.tables import TABLE_SUFFIXES, read_keys, read_pairs
 from cleanpairs.methods import DEFAULT_METHOD, PairEmbeddings, PairScores, get_method, get_spec
@@ -146,6 +147,7 @@ def score_corpus(
     rematch_settings: dict[str, Any] | None = None,
     meta_source: str | os.PathLike | None = None,
     meta_keys: list[Any] | str | os.PathLike | None = None,
+    max_image_pixels: int | None = None,
 ) -> ScoreRun:
     """Read a corpus, embed it, fit a method, and write every row with its ``cp_*`` columns.
 
@@ -166,6 +168,9 @@ def score_corpus(
         A trusted set of clean pairs for the methods that learn from one (``mscn``): a table
         with the corpus's columns, or keys of corpus rows (a list, or a text file of them, one
         per line). The output never overwrites the corpus or the trusted set's files.
+    max_image_pixels
+        Images with more pixels are not decoded; their row's status says so (default:
+        Pillow's limit, :data:`cleanpairs.io.images.DEFAULT_MAX_PIXELS`).
 
     Raises
     ------
@@ -178,6 +183,7 @@ def score_corpus(
     spec = get_spec(method)
     checked = spec.check_params(params or {})
     check_encoder_id(encoder)
+    check_max_pixels(max_image_pixels)
     if rematch:
         check_rematch_params(**{**REMATCH_DEFAULTS, **(rematch_settings or {})})
     if meta_source is not None and meta_keys is not None:
@@ -202,14 +208,13 @@ def score_corpus(
     timings["read_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
-    embedded = embed_corpus(corpus, encoder, cache_dir=cache_dir, device=device, progress=progress)
+    embedding = {"cache_dir": cache_dir, "device": device, "progress": progress}
+    embedded = embed_corpus(corpus, encoder, **embedding, max_image_pixels=max_image_pixels)
 
     trusted = None
     if spec.needs_trusted:
         if meta_corpus is not None:
-            trusted = embed_corpus(
-                meta_corpus, encoder, cache_dir=cache_dir, device=device, progress=progress
-            ).pairs
+            trusted = embed_corpus(meta_corpus, encoder, **embedding, max_image_pixels=max_image_pixels).pairs
         else:
             trusted = _rows_with_keys(embedded.pairs, meta_keys or [])
     timings["embed_s"] = time.perf_counter() - tick

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from PIL import Image
 
 from cleanpairs.contract import Heads, PairEmbeddings, Param
 from cleanpairs.core.candidates import build_index
@@ -28,8 +29,9 @@ from cleanpairs.core.training import HeadConfig, HeadTrainer, progress_bar
 from cleanpairs.encoders import embed_corpus, make_encoder
 from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.io.atomic import refuse_overwrite
-from cleanpairs.io.images import ImageProblem, decode_image, read_image_bytes
+from cleanpairs.io.images import ImageProblem, check_max_pixels, decode_image, read_image_bytes
 from cleanpairs.io.models import (
+    IndexNotSaved,
     SearchIndex,
     check_model_target,
     corpus_files_fingerprint,
@@ -319,11 +321,13 @@ def train_from_scores(
     device: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    max_image_pixels: int | None = None,
 ) -> RetrievalModel:
     """Train a retrieval model on the pairs of a scores file that reach ``thresh`` (and, with
     ``rematch``, the rematched ones) and save it in ``model_dir``.
 
-    The pairs are embedded with the encoder that scored them (from the embedding cache).
+    The pairs are embedded with the encoder that scored them (from the embedding cache);
+    images not in the cache with more than ``max_image_pixels`` pixels are left out.
 
     Raises
     ------
@@ -335,11 +339,19 @@ def train_from_scores(
         raise ParameterError(f"--thresh must be within [0, 1]; got {thresh}")
     if rematch and not rematch_thresh >= 0:
         raise ParameterError(f"--rematch-thresh must be at least 0; got {rematch_thresh}")
+    check_max_pixels(max_image_pixels)
     open_scores(scores_path)
     refuse_overwrite(model_dir, [scores_path])
     check_model_target(model_dir)
     corpus, meta = _read_scored_corpus(scores_path)
-    embedded = embed_corpus(corpus, meta.encoder, cache_dir=cache_dir, device=device, progress=progress)
+    embedded = embed_corpus(
+        corpus,
+        meta.encoder,
+        cache_dir=cache_dir,
+        device=device,
+        progress=progress,
+        max_image_pixels=max_image_pixels,
+    )
     rows, pairs = embedded.rows, embedded.pairs
     p_clean = _column(corpus, P_CLEAN, rows).astype(np.float64)
     selection: dict[str, Any] = {}
@@ -389,7 +401,24 @@ class CorpusEvaluation:
 def _embed_for(model: RetrievalModel, corpus: Corpus, **embedding: Any) -> Any:
     if model.encoder is None:
         raise InputError("the model does not name its encoder, so a corpus cannot be embedded for it")
-    return embed_corpus(corpus, model.encoder, **embedding)
+    embedded = embed_corpus(corpus, model.encoder, **embedding)
+    _check_input_sizes(model, embedded.pairs, corpus)
+    return embedded
+
+
+def _check_input_sizes(model: RetrievalModel, pairs: PairEmbeddings, corpus: Corpus) -> None:
+    """Refuse embeddings of another size than the heads take (precomputed columns of another
+    encoder), which torch would answer with a matrix-shape traceback."""
+    for side, matrix, head in (
+        ("image", pairs.images, model.heads.image_head),
+        ("text", pairs.texts, model.heads.text_head),
+    ):
+        wanted = getattr(getattr(head, "shortcut", None), "in_features", None)
+        if len(matrix) and wanted is not None and matrix.shape[1] != wanted:
+            raise InputError(
+                f"the {side} embeddings of {corpus.sources[0]} have {matrix.shape[1]} dimensions, but "
+                f"the model's {side} head takes {wanted}; embed the corpus as the model's training corpus was"
+            )
 
 
 def evaluate_corpus(
@@ -402,18 +431,23 @@ def evaluate_corpus(
     cache_dir: str | os.PathLike | None = None,
     device: str = "auto",
     progress: bool = True,
+    max_image_pixels: int | None = None,
 ) -> CorpusEvaluation:
     """Recall@1/5/10 both ways and rSum of the saved model on ``corpus``, whose pairs are taken
-    as all correct (a held-out clean split). Rows that cannot be embedded are left out.
+    as all correct (a held-out clean split). Rows that cannot be embedded (an unreadable image,
+    one of more than ``max_image_pixels`` pixels, an empty caption) are left out.
 
     Raises
     ------
     CleanpairsError
         A missing or foreign model folder, or a corpus that cannot be read.
     """
+    check_max_pixels(max_image_pixels)
     model = load_retrieval_model(model_dir, device=device)
     table = _read_corpus(corpus, key_col=key_col, image_col=image_col, text_col=text_col)
-    embedded = _embed_for(model, table, cache_dir=cache_dir, device=device, progress=progress)
+    embedded = _embed_for(
+        model, table, cache_dir=cache_dir, device=device, progress=progress, max_image_pixels=max_image_pixels
+    )
     pairs = embedded.pairs
     if len(pairs) == 0:
         raise InputError(f"no pair of {corpus} could be embedded (unreadable images or empty captions)")
@@ -439,12 +473,14 @@ class SearchHit:
 
 @dataclass
 class SearchResult:
-    """The ranked hits, the corpus searched, and whether its index was built by this search."""
+    """The ranked hits, the corpus searched, whether its index was built by this search, and why
+    a built index could not be saved (``None`` when it was saved or loaded)."""
 
     hits: list[SearchHit]
     corpus: str
     items: int
     built_index: bool
+    unsaved_reason: str | None = None
 
 
 def _index_corpus(model: RetrievalModel, corpus: Corpus, **embedding: Any) -> SearchIndex:
@@ -475,20 +511,27 @@ def _index_corpus(model: RetrievalModel, corpus: Corpus, **embedding: Any) -> Se
     return SearchIndex(build_index(image_space), build_index(text_space), image_items, text_items, info)
 
 
-def _embed_query(
-    model: RetrievalModel, text: str | None, image: str | os.PathLike | None, device: str
-) -> np.ndarray:
+def _check_embeds_queries(model: RetrievalModel) -> None:
     if model.encoder is None or model.encoder == "precomputed":
         raise InputError(
             f"the model was trained on {model.encoder or 'unnamed'} embeddings, so it cannot embed a query"
         )
+
+
+def _read_query_image(image: str | os.PathLike, max_pixels: int | None) -> Image.Image:
+    """The query picture, read before any corpus is indexed so that a bad one fails at once."""
+    try:
+        return decode_image(read_image_bytes(str(Path(image).resolve())), max_pixels=max_pixels)
+    except ImageProblem as problem:
+        raise InputError(f"cannot use {image} as a query: {problem}") from None
+
+
+def _embed_query(
+    model: RetrievalModel, text: str | None, picture: Image.Image | None, device: str
+) -> np.ndarray:
     encoder = make_encoder(model.encoder, device=device)
     if text is not None:
         return model.embed_texts(encoder.encode_texts([text]))
-    try:
-        picture = decode_image(read_image_bytes(str(Path(image).resolve())))
-    except ImageProblem as problem:
-        raise InputError(f"cannot use {image} as a query: {problem}") from None
     return model.embed_images(encoder.encode_pixels(np.stack([encoder.preprocess(picture)])))
 
 
@@ -498,15 +541,19 @@ def _corpus_index(
     corpus: str | os.PathLike,
     columns: dict[str, str | None],
     **embedding: Any,
-) -> tuple[SearchIndex, bool]:
-    """The corpus's saved index, or a new one built and saved; and whether it was built now."""
+) -> tuple[SearchIndex, bool, str | None]:
+    """The corpus's saved index, or a new one built and saved; whether it was built now; and
+    why it could not be saved, if so (a read-only model folder: the search goes on in memory)."""
     fingerprint = corpus_files_fingerprint(corpus, *columns.values())
     index = load_index(model_dir, fingerprint)
     if index is not None:
-        return index, False
+        return index, False, None
     index = _index_corpus(model, _read_corpus(corpus, **columns), **embedding)
-    save_index(model_dir, fingerprint, index)
-    return index, True
+    try:
+        save_index(model_dir, fingerprint, index)
+    except IndexNotSaved as err:
+        return index, True, str(err)
+    return index, True, None
 
 
 def _ranked(index: Any, items: pa.Table, query: np.ndarray, k: int, *, with_caption: bool) -> list[SearchHit]:
@@ -538,20 +585,23 @@ def search(
     cache_dir: str | os.PathLike | None = None,
     device: str = "auto",
     progress: bool = True,
+    max_image_pixels: int | None = None,
 ) -> SearchResult:
     """The ``k`` images of ``corpus`` nearest to a ``text`` query, or its ``k`` captions nearest
     to an ``image`` query, in the saved model's space.
 
     The corpus's indexes are built on the first search and saved under the model folder, keyed
     by the corpus's table files (path, size, modification time) and column choices; later
-    searches of the same corpus load them and embed only the query. ``corpus=None`` searches
-    the scores file the model was trained from.
+    searches of the same corpus load them and embed only the query; where the model folder
+    cannot be written (read-only), the index is built in memory and ``unsaved_reason`` says
+    why. ``corpus=None`` searches the scores file the model was trained from. Query and corpus
+    images of more than ``max_image_pixels`` pixels are not decoded.
 
     Raises
     ------
     CleanpairsError
         Both or neither of ``text`` and ``image``, ``k`` below 1, a missing or foreign model
-        folder, an unreadable corpus or query image.
+        folder, an unreadable corpus, an unreadable or too large query image.
     """
     if (text is None) == (image is None):
         raise InputError("give exactly one query: --text or --image")
@@ -559,18 +609,25 @@ def search(
         raise InputError("the text query is empty")
     if k < 1:
         raise ParameterError(f"k must be at least 1; got {k}")
+    check_max_pixels(max_image_pixels)
     model = load_retrieval_model(model_dir, device=device)
+    _check_embeds_queries(model)
+    picture = _read_query_image(image, max_image_pixels) if image is not None else None
     if corpus is None:
         corpus = model.info.get("scores_file")
         if corpus is None or not Path(corpus).exists():
             raise InputError("the model's training corpus is not at hand; name the corpus to search")
     columns = {"key_col": key_col, "image_col": image_col, "text_col": text_col}
-    index, built = _corpus_index(
-        model_dir, model, corpus, columns, cache_dir=cache_dir, device=device, progress=progress
-    )
-    query = _embed_query(model, text, image, device)
+    embedding = {
+        "cache_dir": cache_dir,
+        "device": device,
+        "progress": progress,
+        "max_image_pixels": max_image_pixels,
+    }
+    index, built, unsaved = _corpus_index(model_dir, model, corpus, columns, **embedding)
+    query = _embed_query(model, text, picture, device)
     if text is not None:
         hits = _ranked(index.images, index.image_items, query, k, with_caption=False)
-        return SearchResult(hits, str(corpus), index.images.ntotal, built)
+        return SearchResult(hits, str(corpus), index.images.ntotal, built, unsaved)
     hits = _ranked(index.texts, index.text_items, query, k, with_caption=True)
-    return SearchResult(hits, str(corpus), index.texts.ntotal, built)
+    return SearchResult(hits, str(corpus), index.texts.ntotal, built, unsaved)

@@ -4,7 +4,8 @@ and the run metadata stored in every scores file."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -53,9 +54,7 @@ class ColumnRoles:
         return asdict(self)
 
 
-def _pick(
-    names: list[str], override: str | None, defaults: tuple[str, ...], role: str
-) -> str | None:
+def _pick(names: list[str], override: str | None, defaults: tuple[str, ...], role: str) -> str | None:
     if override is not None:
         if override not in names:
             raise InputError(
@@ -129,10 +128,11 @@ def _is_binary(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
-def _is_float_list(t: pa.DataType) -> bool:
+def _is_number_list(t: pa.DataType) -> bool:
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         return False
-    return pa.types.is_floating(t.value_type)
+    # Integers too: a JSON list of whole numbers reads as int64, and quantised embeddings exist.
+    return pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)
 
 
 def check_types(schema: pa.Schema, roles: ColumnRoles) -> None:
@@ -141,19 +141,16 @@ def check_types(schema: pa.Schema, roles: ColumnRoles) -> None:
         (roles.key, "key", lambda t: _is_string(t) or pa.types.is_integer(t), "string or integer"),
         (roles.image, "image", lambda t: _is_string(t) or _is_binary(t), "string path or bytes"),
         (roles.caption, "caption", _is_string, "string"),
-        (roles.image_id, "image id", lambda t: _is_string(t) or pa.types.is_integer(t),
-         "string or integer"),
-        (roles.image_emb, "image embedding", _is_float_list, "list of float"),
-        (roles.text_emb, "text embedding", _is_float_list, "list of float"),
+        (roles.image_id, "image id", lambda t: _is_string(t) or pa.types.is_integer(t), "string or integer"),
+        (roles.image_emb, "image embedding", _is_number_list, "a list of numbers"),
+        (roles.text_emb, "text embedding", _is_number_list, "a list of numbers"),
     ]
     for column, role, ok, wanted in checks:
         if column is None or column == ROW_NUMBER_KEY:
             continue
         dtype = schema.field(column).type
         if not ok(dtype):
-            raise InputError(
-                f"column {column!r} ({role}) must be {wanted}, but it holds {dtype}"
-            )
+            raise InputError(f"column {column!r} ({role}) must be {wanted}, but it holds {dtype}")
 
 
 def output_fields(key_type: pa.DataType) -> list[pa.Field]:
@@ -190,29 +187,108 @@ class RunMetadata:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
     @classmethod
-    def from_schema(cls, schema: pa.Schema) -> RunMetadata:
-        """Read the metadata from a scores file's schema.
+    def from_schema(cls, schema: pa.Schema, source: object = "this file") -> RunMetadata:
+        """Read the metadata from a scores file's schema; ``source`` names the file in errors.
 
         Raises
         ------
         InputError
-            The schema carries no cleanpairs metadata, so it is not a scores file.
+            The schema carries no cleanpairs metadata, or metadata that is not valid JSON,
+            lacks fields, or holds a field of the wrong type: it is not a scores file.
         """
         raw = (schema.metadata or {}).get(METADATA_KEY)
         if raw is None:
             raise InputError(
-                "this file has no cleanpairs metadata: it is not a scores file "
+                f"{source} is not a scores file: it has no 'cleanpairs' metadata "
                 "(make one with `cleanpairs score`)"
             )
-        data = json.loads(raw)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls.from_json(raw, source)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, source: object = "this file") -> RunMetadata:
+        """Parse the JSON a scores file stores under ``cleanpairs``; unknown fields are ignored.
+
+        Raises
+        ------
+        InputError
+            ``raw`` is not a JSON object, lacks a field, or holds one of the wrong type.
+        """
+        problem = f"{source} is not a scores file: its 'cleanpairs' metadata"
+        try:
+            data = json.loads(raw)
+        except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+            raise InputError(f"{problem} is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{problem} is not a JSON object but {type(data).__name__}")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise InputError(f"{problem} lacks fields {', '.join(missing)}")
+        wrong = [name for name, kind in _FIELD_KINDS.items() if name in data and not kind(data[name])]
+        if wrong:
+            name = wrong[0]
+            raise InputError(
+                f"{problem} has {name} = {json.dumps(data[name])[:40]}, not {_FIELD_KIND_NAMES[name]}"
+            )
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-def require_scores_schema(schema: pa.Schema) -> RunMetadata:
-    """Check that ``schema`` is a scores file's and return its run metadata."""
-    meta = RunMetadata.from_schema(schema)
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# What each field of RunMetadata must hold; the code reading a scores file relies on these.
+_FIELD_KINDS: dict[str, Callable[[object], bool]] = {
+    "version": lambda v: isinstance(v, str),
+    "method": lambda v: isinstance(v, str),
+    "params": lambda v: isinstance(v, dict),
+    "encoder": lambda v: isinstance(v, str),
+    "seed": _is_int,
+    "input": lambda v: isinstance(v, list),
+    "input_fingerprint": lambda v: isinstance(v, str),
+    "roles": lambda v: isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values()),
+    "rows": _is_int,
+    "scored_rows": _is_int,
+    "estimated_noise_rate": lambda v: v is None or _is_number(v),
+    "timings": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
+    "extra": lambda v: isinstance(v, dict),
+}
+_FIELD_KIND_NAMES = {
+    "params": "an object",
+    "seed": "an integer",
+    "input": "a list",
+    "roles": "an object of column names",
+    "rows": "an integer",
+    "scored_rows": "an integer",
+    "estimated_noise_rate": "a number or null",
+    "timings": "an object of numbers",
+    "extra": "an object",
+}
+_FIELD_KIND_NAMES.update({name: "a string" for name in _FIELD_KINDS if name not in _FIELD_KIND_NAMES})
+
+
+def require_scores_schema(schema: pa.Schema, source: object = "this file") -> RunMetadata:
+    """Check that ``schema`` is a scores file's and return its run metadata.
+
+    Raises
+    ------
+    InputError
+        The metadata is missing or damaged, or the ``cp_*`` columns are not all there.
+    """
+    meta = RunMetadata.from_schema(schema, source)
     missing = [c for c in OUTPUT_COLUMNS if c not in schema.names]
     if missing:
-        raise InputError(f"scores file lacks the columns {', '.join(missing)}")
+        raise InputError(f"{source} is not a scores file: it lacks the columns {', '.join(missing)}")
+    for name in (P_CLEAN, SOFT_LABEL, SIMILARITY, REMATCH_SCORE, STATUS):
+        dtype = schema.field(name).type
+        wanted = _is_string if name == STATUS else pa.types.is_floating
+        if not wanted(dtype):
+            raise InputError(
+                f"{source} is not a scores file: its column {name} holds {dtype}, "
+                f"not {'strings' if name == STATUS else 'floats'}"
+            )
     return meta

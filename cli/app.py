@@ -20,6 +20,14 @@ ProgressOption = Annotated[bool, typer.Option(help="Show progress bars (only on 
 KeyColOption = Annotated[str | None, typer.Option(help="Column of unique pair keys.")]
 ImageColOption = Annotated[str | None, typer.Option(help="Column of image paths or bytes.")]
 TextColOption = Annotated[str | None, typer.Option(help="Column of captions.")]
+MaxImagePixelsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Images with more pixels are not decoded (the row's cp_status says so) "
+        "[default: 89478485, Pillow's decompression-bomb limit, also the most allowed].",
+        show_default=False,
+    ),
+]
 
 # Click hands a group's context settings down to its sub-commands, so `-h` works on every one.
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}

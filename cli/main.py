@@ -13,6 +13,7 @@ from cleanpairs.cli.app import (
     DeviceOption,
     ImageColOption,
     KeyColOption,
+    MaxImagePixelsOption,
     ProgressOption,
     TextColOption,
     app,
@@ -49,6 +50,7 @@ def score(
     text_col: TextColOption = None,
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
+    max_image_pixels: MaxImagePixelsOption = None,
     rematch: Annotated[
         bool, typer.Option(help="Propose a new caption for the image of every pair below the threshold.")
     ] = False,
@@ -89,6 +91,7 @@ def score(
         rematch_settings={"k": rematch_k, "mass": rematch_mass, "threshold": rematch_below},
         meta_source=meta,
         meta_keys=meta_keys,
+        max_image_pixels=max_image_pixels,
     )
     meta = run.meta
     problems = {k: v for k, v in run.status_counts.items() if k != "ok"}
@@ -141,6 +144,7 @@ def export(
     rematch_thresh: Annotated[
         float, typer.Option(help="Write a rematched pair only where cp_rematch_score >= this.")
     ] = 0.15,
+    max_image_pixels: MaxImagePixelsOption = None,
 ) -> None:
     """Write the kept pairs (and, with --rematch, the corrected ones) as parquet or webdataset shards."""
     from cleanpairs.io.export import export_scores
@@ -153,6 +157,7 @@ def export(
         shard_rows=shard_rows,
         rematch=rematch,
         rematch_thresh=rematch_thresh,
+        max_image_pixels=max_image_pixels,
     )
     typer.echo(f"exported {counts.rows} pairs in {counts.shards} {format} shards -> {output}")
     if rematch:

@@ -12,6 +12,7 @@ from cleanpairs.cli.app import (
     DeviceOption,
     ImageColOption,
     KeyColOption,
+    MaxImagePixelsOption,
     ProgressOption,
     TextColOption,
     app,
@@ -36,6 +37,7 @@ def train(
     device: DeviceOption = "auto",
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
+    max_image_pixels: MaxImagePixelsOption = None,
 ) -> None:
     """Train a retrieval model (heads on the frozen encoder) on the kept pairs of a scores file."""
     from cleanpairs.retrieval import train_from_scores
@@ -51,6 +53,7 @@ def train(
         device=device,
         cache_dir=cache_dir,
         progress=progress,
+        max_image_pixels=max_image_pixels,
     )
     info = model.info
     rematched = f" + {info['rows_rematched']} rematched" if rematch else ""
@@ -72,6 +75,7 @@ def eval_(
     device: DeviceOption = "auto",
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
+    max_image_pixels: MaxImagePixelsOption = None,
 ) -> None:
     """Report recall@1/5/10 both ways and rSum of a model on a clean corpus."""
     from cleanpairs.retrieval import evaluate_corpus
@@ -85,6 +89,7 @@ def eval_(
         cache_dir=cache_dir,
         device=device,
         progress=progress,
+        max_image_pixels=max_image_pixels,
     )
     m = result.metrics
     typer.echo(f"{result.pairs} captions of {result.images} images")
@@ -112,6 +117,7 @@ def search(
     device: DeviceOption = "auto",
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
+    max_image_pixels: MaxImagePixelsOption = None,
 ) -> None:
     """Nearest images of a corpus for --text, or nearest captions for --image.
 
@@ -131,9 +137,14 @@ def search(
         cache_dir=cache_dir,
         device=device,
         progress=progress,
+        max_image_pixels=max_image_pixels,
     )
+    if result.unsaved_reason is not None:
+        typer.echo(f"note: {result.unsaved_reason}; searched with an index built in memory", err=True)
     what = "images" if text is not None else "captions"
     built = "index built and saved" if result.built_index else "saved index"
+    if result.unsaved_reason is not None:
+        built = "index built in memory, not saved"
     typer.echo(f"{len(result.hits)} nearest of {result.items} {what} in {result.corpus} ({built})")
     for hit in result.hits:
         shown = hit.image if text is not None else hit.caption

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import struct
 import subprocess
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +111,45 @@ def read_only_folder(tmp_path):
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def write_blank_png(path: Path, width: int, height: int) -> Path:
+    """Write a valid one-colour PNG of ``width`` x ``height`` pixels: 1 bit per pixel, streamed
+    through zlib row by row, so even 15,000 x 15,000 pixels takes a few kilobytes and no memory."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte 0, then the row's bits, all black
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@contextlib.contextmanager
+def read_only_copy(source: Path, where: Path) -> Iterator[Path]:
+    """A copy of the folder ``source`` under ``where`` that cannot be written.
+
+    Root ignores permission bits, so as root the copy sits on a tmpfs mounted read-only (the
+    way a model is shipped on a read-only volume); other users get the bits cleared.
+    """
+    where.mkdir(parents=True, exist_ok=True)
+    copy = where / source.name
+    if os.geteuid() != 0:
+        shutil.copytree(source, copy)
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~0o222)
+        yield copy
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(where)], capture_output=True).returncode != 0:
+        pytest.skip("a read-only folder needs `mount` (root with CAP_SYS_ADMIN) or a non-root user")
+    try:
+        shutil.copytree(source, copy)
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True)
+        yield copy
+    finally:
+        subprocess.run(["umount", str(where)], check=True, capture_output=True)

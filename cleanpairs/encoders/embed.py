@@ -16,11 +16,12 @@ from cleanpairs.contract import PairEmbeddings
 from cleanpairs.encoders.base import Encoder, make_encoder
 from cleanpairs.encoders.cache import EmbeddingCache, content_digest, default_cache_dir
 from cleanpairs.errors import InputError
-from cleanpairs.io.images import ImageProblem, decode_image, read_image_bytes
+from cleanpairs.io.images import ImageProblem, check_max_pixels, decode_image, read_image_bytes
 from cleanpairs.io.tables import Corpus
 from cleanpairs.schema import STATUS_OK
 
 IMAGE_BATCH = 32
+NOT_FINITE = "embedding has NaN or inf"
 CACHE_PART_ROWS = 1024
 
 
@@ -67,9 +68,12 @@ def _prefetched(items: Sequence, fn: Callable, batch: int) -> Iterator[tuple[int
             yield pending[0], pending[1].result()
 
 
-def _preprocess_or_problem(encoder: Encoder, data: bytes) -> np.ndarray | ImageProblem:
+def _preprocess_or_problem(
+    encoder: Encoder, load: Callable[[], bytes], max_pixels: int | None
+) -> np.ndarray | ImageProblem:
+    # Loading is inside: a file removed since it was hashed is that row's problem, not the run's.
     try:
-        return encoder.preprocess(decode_image(data))
+        return encoder.preprocess(decode_image(load(), max_pixels=max_pixels))
     except ImageProblem as problem:
         return problem
 
@@ -82,9 +86,11 @@ def encode_images_cached(
     *,
     batch_size: int = IMAGE_BATCH,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, dict[bytes, str], int]:
     """Embeddings of the images ``digests`` name, from the cache or by encoding them.
 
+    Images of more than ``max_pixels`` pixels (default: Pillow's limit) are not decoded.
     Returns the ``(len(digests), dim)`` matrix (rows of undecodable images are zero), the
     problems by digest, and how many images were encoded.
     """
@@ -96,7 +102,7 @@ def encode_images_cached(
     if missing:
         bar = _bar(len(missing), "encoding images", progress)
         for start, prepared in _prefetched(
-            missing, lambda d: _preprocess_or_problem(encoder, load(d)), batch_size
+            missing, lambda d: _preprocess_or_problem(encoder, lambda: load(d), max_pixels), batch_size
         ):
             good = [
                 (d, x)
@@ -200,18 +206,37 @@ def _fingerprint(
 
 
 def _embedding_matrix(column: pa.ChunkedArray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A list-of-float column as a float32 matrix, and a mask of rows that have a vector."""
+    """A list-of-numbers column as a float32 matrix, and a mask of rows that have a vector.
+
+    Null entries inside a vector become NaN (the row is then refused as not finite).
+    """
     array = column.combine_chunks()
     valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     lengths = np.asarray(array.value_lengths().fill_null(0).to_numpy(zero_copy_only=False))
-    if valid.any() and len(set(lengths[valid].tolist())) != 1:
-        raise InputError(f"column {name!r} holds vectors of different lengths; all must share one size")
     dim = int(lengths[valid][0]) if valid.any() else 0
+    odd = np.flatnonzero(valid & (lengths != dim))
+    if len(odd):
+        first = int(np.flatnonzero(valid)[0])
+        raise InputError(
+            f"column {name!r} holds vectors of different lengths ({dim} in row {first}, "
+            f"{int(lengths[odd[0]])} in row {int(odd[0])}); all must share one size"
+        )
+    if valid.any() and dim == 0:
+        raise InputError(f"column {name!r} holds empty vectors; an embedding needs at least one number")
     out = np.zeros((len(array), dim), dtype=np.float32)
     if valid.any():
         flat = np.asarray(array.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False), np.float32)
         out[valid] = flat.reshape(-1, dim)
     return out, valid
+
+
+def _precomputed_status(has_image: bool, has_text: bool, finite: bool) -> str:
+    if not has_image:
+        return "no image embedding"
+    if not has_text:
+        return "no text embedding"
+    # A NaN would reach the mixture models, which refuse the whole corpus for one row.
+    return STATUS_OK if finite else NOT_FINITE
 
 
 def _embed_precomputed(corpus: Corpus) -> EmbeddedCorpus:
@@ -223,11 +248,12 @@ def _embed_precomputed(corpus: Corpus) -> EmbeddedCorpus:
         )
     images, has_image = _embedding_matrix(corpus.table.column(roles.image_emb), roles.image_emb)
     texts, has_text = _embedding_matrix(corpus.table.column(roles.text_emb), roles.text_emb)
+    finite = np.isfinite(images).all(axis=1) & np.isfinite(texts).all(axis=1)
     status = [
-        STATUS_OK if i and t else "no image embedding" if not i else "no text embedding"
-        for i, t in zip(has_image.tolist(), has_text.tolist(), strict=True)
+        _precomputed_status(i, t, f)
+        for i, t, f in zip(has_image.tolist(), has_text.tolist(), finite.tolist(), strict=True)
     ]
-    rows = np.flatnonzero(has_image & has_text)
+    rows = np.flatnonzero(has_image & has_text & finite)
     image_digests = [
         content_digest(images[r].tobytes()) if has_image[r] else None for r in range(len(corpus))
     ]
@@ -261,13 +287,23 @@ def embed_corpus(
     cache_dir: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    max_image_pixels: int | None = None,
 ) -> EmbeddedCorpus:
     """Embed every scorable pair of ``corpus``, each distinct image and caption once.
 
-    Rows whose image cannot be read or decoded, or whose caption is empty, are left out of
-    the embeddings and get their reason in ``status``. With ``encoder="precomputed"`` the
-    table's ``image_emb`` / ``text_emb`` columns are used as they are.
+    Rows whose image cannot be read or decoded, has more than ``max_image_pixels`` pixels
+    (default: Pillow's limit, :data:`cleanpairs.io.images.DEFAULT_MAX_PIXELS`), or whose
+    caption is empty, are left out of the embeddings and get their reason in ``status``. With
+    ``encoder="precomputed"`` the table's ``image_emb`` / ``text_emb`` columns are used as they
+    are; rows whose vectors hold NaN or inf are left out the same way.
+
+    Raises
+    ------
+    CleanpairsError
+        A bad ``max_image_pixels``, an unknown encoder, or precomputed embedding columns that
+        are missing or hold vectors of different lengths.
     """
+    check_max_pixels(max_image_pixels)
     if encoder == "precomputed":
         return _embed_precomputed(corpus)
     model = make_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
@@ -285,6 +321,7 @@ def embed_corpus(
         wanted,
         lambda d: source_of[d] if isinstance(source_of[d], bytes) else read_image_bytes(source_of[d]),
         progress=progress,
+        max_pixels=max_image_pixels,
     )
     for r, d in enumerate(image_digests):
         if status[r] == STATUS_OK and d in decode_problems:

@@ -21,7 +21,7 @@ from PIL import Image
 import cleanpairs
 from cleanpairs.errors import InputError
 from cleanpairs.io.atomic import atomic_output, check_output_path, refuse_overwrite
-from cleanpairs.io.images import ImageProblem, decode_image, read_image_bytes
+from cleanpairs.io.images import ImageProblem, check_max_pixels, decode_image, read_image_bytes
 from cleanpairs.io.scores import iter_batches, keep_mask, open_scores, with_run_metadata
 from cleanpairs.io.tables import ImageFolders
 from cleanpairs.schema import (
@@ -222,6 +222,7 @@ def export_scores(
     shard_rows: int = 10_000,
     rematch: bool = False,
     rematch_thresh: float = 0.15,
+    max_image_pixels: int | None = None,
 ) -> ExportCounts:
     """Write the pairs of a scores file with ``cp_p_clean >= thresh`` as shards in ``out_dir``.
 
@@ -234,7 +235,9 @@ def export_scores(
     img2dataset's layout: ``00000.tar`` holding ``{key}.jpg``, ``{key}.txt`` and ``{key}.json``
     per sample, with ``00000.parquet`` and ``00000_stats.json`` beside each tar; the sample key
     is img2dataset's shard-and-index number and the corpus key is kept as ``source_key``. Each
-    row's relative image path is read from the folder of the table it came from.
+    row's relative image path is read from the folder of the table it came from. An image that
+    cannot be read, or has more than ``max_image_pixels`` pixels (default: Pillow's limit), is
+    left out of the tar and listed as ``failed_to_read`` with the reason.
 
     Every export also writes ``_cleanpairs.json`` (:data:`MANIFEST`): the scores file's run
     metadata, the export's settings, its counts and the files it wrote. The folder appears
@@ -254,6 +257,7 @@ def export_scores(
         raise InputError(f"--shard-rows must be at least 1; got {shard_rows}")
     if rematch and not rematch_thresh >= 0:
         raise InputError(f"--rematch-thresh must be at least 0; got {rematch_thresh}")
+    check_max_pixels(max_image_pixels)
     refuse_overwrite(out_dir, [source])
     check_export_target(out_dir)
     if rematch:
@@ -264,7 +268,9 @@ def export_scores(
         if format == "parquet":
             counts, files = _write_parquet_shards(batches, tmp, shard_rows, meta, folders)
         else:
-            counts, files = _write_webdataset_shards(batches, tmp, shard_rows, meta, folders)
+            counts, files = _write_webdataset_shards(
+                batches, tmp, shard_rows, meta, folders, max_image_pixels
+            )
         settings = {
             "export_format": format,
             "threshold": thresh,
@@ -327,8 +333,8 @@ def _rematched_in(table: pa.Table) -> int:
     return int(pc.sum(table.column(REMATCHED)).as_py() or 0)
 
 
-def _as_jpeg(data: bytes) -> tuple[bytes, int, int]:
-    img = decode_image(data)
+def _as_jpeg(data: bytes, max_pixels: int | None) -> tuple[bytes, int, int]:
+    img = decode_image(data, max_pixels=max_pixels)
     with Image.open(io.BytesIO(data)) as probe:
         is_jpeg = probe.format == "JPEG"
     if is_jpeg:
@@ -352,7 +358,12 @@ def _jsonable(value: object) -> object:
 
 
 def _write_webdataset_shards(
-    batches: Iterator[pa.RecordBatch], folder: Path, shard_rows: int, meta: RunMetadata, folders: ImageFolders
+    batches: Iterator[pa.RecordBatch],
+    folder: Path,
+    shard_rows: int,
+    meta: RunMetadata,
+    folders: ImageFolders,
+    max_pixels: int | None,
 ) -> tuple[ExportCounts, list[str]]:
     roles = meta.roles
     image_col, caption_col, key_col = roles.get("image"), roles.get("caption"), roles.get("key")
@@ -383,7 +394,7 @@ def _write_webdataset_shards(
                     "height": None,
                 }
                 try:
-                    jpeg, record["width"], record["height"] = _as_jpeg(read_image_bytes(image))
+                    jpeg, record["width"], record["height"] = _as_jpeg(read_image_bytes(image), max_pixels)
                 except ImageProblem as problem:
                     record["status"], record["error_message"] = "failed_to_read", str(problem)
                     failed += 1

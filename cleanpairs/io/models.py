@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,12 @@ import torch
 import cleanpairs
 from cleanpairs.core.heads import ProjectionHead, TorchHeads
 from cleanpairs.device import resolve_device
-from cleanpairs.errors import InputError
+from cleanpairs.errors import CleanpairsError, InputError
 from cleanpairs.io.atomic import atomic_output, check_output_path
 from cleanpairs.io.tables import expand_sources
 
 MODEL_FORMAT = "cleanpairs-retrieval-model"
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 MODEL_FILE = "model.json"
 HEAD_FILES = {"image": "image_head.pt", "text": "text_head.pt"}
 INDEX_FOLDER = "index"
@@ -102,33 +105,124 @@ def save_model(folder: str | os.PathLike, heads: TorchHeads, encoder: str, info:
     return Path(folder)
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _read_description(folder: Path) -> dict[str, Any]:
+    """``model.json`` of a model folder, checked for what :func:`load_model` reads from it."""
+    file = folder / MODEL_FILE
+    if not file.is_file():
+        raise InputError(
+            f"{folder} is not a cleanpairs model folder (make one with `cleanpairs train`): "
+            f"it has no {MODEL_FILE}"
+        )
+    try:
+        description = json.loads(file.read_text())
+    except (ValueError, OSError) as err:  # JSONDecodeError, undecodable bytes, unreadable file
+        raise InputError(
+            f"{file} cannot be read as JSON ({_first_line(err)}); the model folder is damaged"
+        ) from None
+    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+        raise InputError(f"{folder} is not a cleanpairs model folder (make one with `cleanpairs train`)")
+    missing = [name for name in ("encoder", "heads") if name not in description]
+    heads = description.get("heads")
+    if isinstance(heads, dict):
+        missing += [f"heads.{part}" for part in HEAD_FILES if part not in heads]
+    if missing:
+        raise InputError(f"{file} lacks fields {', '.join(missing)}; the model folder is damaged")
+    if not isinstance(heads, dict):
+        raise InputError(f"{file} holds no head sizes under 'heads'; the model folder is damaged")
+    for part in HEAD_FILES:
+        _check_sizes(file, part, heads[part])
+    return description
+
+
+def _check_sizes(file: Path, part: str, sizes: object) -> None:
+    ok = isinstance(sizes, dict) and all(
+        isinstance(sizes.get(k), int) and not isinstance(sizes.get(k), bool) and sizes[k] >= low
+        for k, low in (("d_in", 1), ("d_out", 1), ("hidden", 0))
+    )
+    if not ok:
+        raise InputError(
+            f"{file} gives the {part} head's sizes as {json.dumps(sizes)[:60]}; expected d_in, d_out "
+            "(positive integers) and hidden (0 or more); the model folder is damaged"
+        )
+
+
+def _refusal(file: Path, err: pickle.UnpicklingError) -> str:
+    """One line for a file torch's weights-only unpickler refused: an object that is not a
+    tensor (named in torch's long message), or bytes that are no pickle at all."""
+    found = _UNSAFE_GLOBAL.search(str(err))
+    if found:
+        return (
+            f"{file} is refused by a weights-only load: it holds {found.group(1)}, not only tensors "
+            "(cleanpairs loads heads saved by `cleanpairs train`, and never runs pickled code)"
+        )
+    return f"{file} cannot be read as torch tensors (not a file torch.save wrote)"
+
+
+def _load_head(folder: Path, part: str, sizes: dict[str, int]) -> ProjectionHead:
+    """The ``part`` head of a model folder, its state checked against the sizes ``model.json`` gives."""
+    file = folder / HEAD_FILES[part]
+    if not file.is_file():
+        raise InputError(f"the model in {folder} lacks its {part} head: {file} is missing")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise InputError(_refusal(file, err)) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        raise InputError(f"{file} cannot be read as torch tensors ({_first_line(err)})") from None
+    head = ProjectionHead(sizes["d_in"], sizes["d_out"], sizes["hidden"])
+    wanted = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{file} does not hold a state dict of tensors; the model folder is damaged")
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != wanted:
+        raise InputError(
+            f"{file} does not hold the {part} head {MODEL_FILE} describes "
+            f"(d_in {sizes['d_in']}, d_out {sizes['d_out']}, hidden {sizes['hidden']}): "
+            f"{_shape_difference(wanted, found)}"
+        )
+    head.load_state_dict(state)
+    return head
+
+
+def _shape_difference(wanted: dict[str, tuple], found: dict[str, tuple]) -> str:
+    for key, shape in wanted.items():
+        if key not in found:
+            return f"it lacks {key}"
+        if found[key] != shape:
+            return f"its {key} is {list(found[key])}, not {list(shape)}"
+    return f"it has {', '.join(sorted(set(found) - set(wanted)))} too"
+
+
 def load_model(folder: str | os.PathLike, *, device: str = "auto") -> SavedModel:
     """Read a model folder written by :func:`save_model`, its heads on ``device``.
 
     Raises
     ------
     InputError
-        The folder is missing or is not a cleanpairs model.
+        The folder is missing or is not a cleanpairs model; ``model.json`` is damaged or lacks
+        fields; a head file is missing, refused by a weights-only load, or holds heads of other
+        sizes than ``model.json`` says.
     """
     path = Path(folder)
     if not path.is_dir():
         raise InputError(f"no such model folder: {folder}")
-    if not is_model_folder(path):
-        raise InputError(f"{folder} is not a cleanpairs model folder (make one with `cleanpairs train`)")
-    description = json.loads((path / MODEL_FILE).read_text())
+    description = _read_description(path)
+    sizes = description["heads"]
+    if sizes["image"]["d_out"] != sizes["text"]["d_out"]:
+        raise InputError(
+            f"{path / MODEL_FILE} gives the heads different output sizes ({sizes['image']['d_out']} "
+            f"and {sizes['text']['d_out']}); they must share one space"
+        )
     target = resolve_device(device)
-    heads = {}
-    for name, sizes in description["heads"].items():
-        head = ProjectionHead(sizes["d_in"], sizes["d_out"], sizes["hidden"])
-        try:
-            state = torch.load(path / HEAD_FILES[name], map_location="cpu", weights_only=True)
-            head.load_state_dict(state)
-        except (OSError, RuntimeError, KeyError) as err:
-            raise InputError(f"the {name} head of the model in {folder} cannot be read: {err}") from None
-        heads[name] = head.to(target).eval()
+    heads = {part: _load_head(path, part, sizes[part]).to(target).eval() for part in HEAD_FILES}
     return SavedModel(
         TorchHeads(heads["image"], heads["text"], target),
-        description["encoder"],
+        str(description["encoder"]),
         description.get("info", {}),
         description.get("version", "unknown"),
     )
@@ -168,26 +262,46 @@ def _index_folder(model_folder: str | os.PathLike, fingerprint: str) -> Path:
 
 
 def load_index(model_folder: str | os.PathLike, fingerprint: str) -> SearchIndex | None:
-    """The index saved for the corpus with this fingerprint, or ``None`` when there is none."""
+    """The index saved for the corpus with this fingerprint, or ``None`` when there is none or
+    it is damaged (it is only a cache of what a search can build again)."""
     folder = _index_folder(model_folder, fingerprint)
     if not (folder / INDEX_FILE).is_file():
         return None
-    return SearchIndex(
-        faiss.read_index(str(folder / "images.faiss")),
-        faiss.read_index(str(folder / "texts.faiss")),
-        pq.read_table(folder / "images.parquet"),
-        pq.read_table(folder / "texts.parquet"),
-        json.loads((folder / INDEX_FILE).read_text()),
-    )
+    try:
+        return SearchIndex(
+            faiss.read_index(str(folder / "images.faiss")),
+            faiss.read_index(str(folder / "texts.faiss")),
+            pq.read_table(folder / "images.parquet"),
+            pq.read_table(folder / "texts.parquet"),
+            json.loads((folder / INDEX_FILE).read_text()),
+        )
+    except (RuntimeError, OSError, ValueError, pa.ArrowException):  # faiss raises RuntimeError
+        return None
+
+
+class IndexNotSaved(CleanpairsError):
+    """A search index could not be written under its model folder (read-only, full, no rights)."""
 
 
 def save_index(model_folder: str | os.PathLike, fingerprint: str, index: SearchIndex) -> Path:
-    """Write ``index`` under the model folder, keyed by ``fingerprint``; it appears whole or not at all."""
+    """Write ``index`` under the model folder, keyed by ``fingerprint``; it appears whole or not at all.
+
+    Raises
+    ------
+    IndexNotSaved
+        The model folder cannot be written; nothing is left behind.
+    """
     folder = _index_folder(model_folder, fingerprint)
-    with atomic_output(folder, directory=True) as tmp:
-        faiss.write_index(index.images, str(tmp / "images.faiss"))
-        faiss.write_index(index.texts, str(tmp / "texts.faiss"))
-        pq.write_table(index.image_items, tmp / "images.parquet")
-        pq.write_table(index.text_items, tmp / "texts.parquet")
-        (tmp / INDEX_FILE).write_text(json.dumps(index.info, indent=2, sort_keys=True))
+    try:
+        with atomic_output(folder, directory=True) as tmp:
+            faiss.write_index(index.images, str(tmp / "images.faiss"))
+            faiss.write_index(index.texts, str(tmp / "texts.faiss"))
+            pq.write_table(index.image_items, tmp / "images.parquet")
+            pq.write_table(index.text_items, tmp / "texts.parquet")
+            (tmp / INDEX_FILE).write_text(json.dumps(index.info, indent=2, sort_keys=True))
+    except (OSError, RuntimeError) as err:  # faiss reports a failed write as RuntimeError
+        reason = getattr(err, "strerror", None) or _first_line(err)
+        raise IndexNotSaved(
+            f"cannot save the index under {Path(model_folder) / INDEX_FOLDER}: {reason}"
+        ) from None
     return folder

@@ -57,16 +57,20 @@ def open_scores(path: str | os.PathLike) -> tuple[pq.ParquetFile, RunMetadata]:
     Raises
     ------
     InputError
-        The file is missing, not parquet, or not written by ``cleanpairs score``.
+        The file is missing, a folder, not parquet, or not written by ``cleanpairs score``
+        (no ``cleanpairs`` metadata, or metadata that is damaged or lacks fields).
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give the scores file `cleanpairs score` wrote")
     if not path.is_file():
         raise InputError(f"no such file: {path}")
     try:
         handle = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
-        raise InputError(f"cannot read {path} as parquet: {err}") from None
-    return handle, require_scores_schema(handle.schema_arrow)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot read {path} as parquet: {reason}") from None
+    return handle, require_scores_schema(handle.schema_arrow, path)
 
 
 def iter_batches(handle: pq.ParquetFile, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
@@ -182,7 +186,13 @@ def filter_scores(
 
 
 def read_run_metadata(path: str | os.PathLike) -> RunMetadata:
-    """The run metadata of a scores file."""
+    """The run metadata of a scores file.
+
+    Raises
+    ------
+    InputError
+        As :func:`open_scores`: ``path`` is not a readable scores file.
+    """
     return open_scores(path)[1]
 
 

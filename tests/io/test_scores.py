@@ -66,3 +66,29 @@ def test_a_filter_killed_half_way_leaves_no_file(tmp_path, monkeypatch):
             tmp_path / "s.parquet", tmp_path / "kept.parquet", thresh=0.5, rejected=tmp_path / "rej.parquet"
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
+
+
+def test_a_scores_file_with_damaged_metadata_is_refused_naming_it(tmp_path):
+    make_scores_file(tmp_path / "s.parquet", n=5)
+    table = pq.read_table(tmp_path / "s.parquet")
+    damaged = table.replace_schema_metadata({b"cleanpairs": b'{"rows": 5'})
+    pq.write_table(damaged, tmp_path / "damaged.parquet")
+    with pytest.raises(
+        InputError, match=r"damaged\.parquet is not a scores file: its 'cleanpairs' metadata is not"
+    ):
+        scores_io.read_run_metadata(tmp_path / "damaged.parquet")
+    pq.write_table(table.drop_columns(["cp_status"]), tmp_path / "partial.parquet")
+    with pytest.raises(
+        InputError, match=r"partial\.parquet is not a scores file: it lacks the columns cp_status"
+    ):
+        open_scores(tmp_path / "partial.parquet")
+
+
+def test_a_folder_or_a_file_that_is_not_parquet_is_refused_in_one_line(tmp_path):
+    (tmp_path / "pairs.csv").write_text("image,caption\na.jpg,a dog\n")
+    with pytest.raises(InputError) as refused:
+        open_scores(tmp_path / "pairs.csv")
+    assert str(refused.value).startswith(f"cannot read {tmp_path / 'pairs.csv'} as parquet: ")
+    assert "\n" not in str(refused.value)
+    with pytest.raises(InputError, match="is a folder; give the scores file"):
+        open_scores(tmp_path)
