@@ -299,6 +299,8 @@ def save_index(model_folder: str | os.PathLike, fingerprint: str, index: SearchI
             pq.write_table(index.image_items, tmp / "images.parquet")
             pq.write_table(index.text_items, tmp / "texts.parquet")
             (tmp / INDEX_FILE).write_text(json.dumps(index.info, indent=2, sort_keys=True))
+    except InputError as err:  # the output check found the folder unwritable before any write
+        raise IndexNotSaved(str(err)) from None
     except (OSError, RuntimeError) as err:  # faiss reports a failed write as RuntimeError
         reason = getattr(err, "strerror", None) or _first_line(err)
         raise IndexNotSaved(

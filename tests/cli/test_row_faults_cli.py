@@ -187,9 +187,9 @@ def test_search_in_a_read_only_model_folder_builds_its_index_in_memory(model, sc
             "--cache-dir", cache_dir, "--device", "cpu",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        assert result.stderr.strip() == (
-            f"note: cannot save the index under {frozen / 'index'}: Read-only file system; "
-            "searched with an index built in memory"
+        note = result.stderr.strip()
+        assert note.startswith(f"note: cannot write {frozen / 'index'}/") and note.endswith(
+            f"{frozen} is on a read-only file system; searched with an index built in memory"
         )
         lines = result.stdout.splitlines()
         assert lines[0].startswith("2 nearest of 3 images in ") and lines[0].endswith(
