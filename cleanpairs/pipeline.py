@@ -205,6 +205,11 @@ def score_corpus(
     if isinstance(meta_keys, (str, os.PathLike)):
         trusted_files, meta_keys = [Path(meta_keys)], read_keys(meta_keys)
     refuse_overwrite(out, [*corpus.sources, *trusted_files])
+    # After the cheap checks (it imports torch), before any work: a run on precomputed shared
+    # embeddings may never touch the device, and must still not accept one that is not there.
+    from cleanpairs.device import resolve_device
+
+    resolve_device(device)
     timings["read_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()

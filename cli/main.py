@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -265,10 +266,39 @@ from cleanpairs.cli import bench as _bench  # noqa: E402, F401  (registers bench
 from cleanpairs.cli import retrieval as _retrieval  # noqa: E402, F401  (registers train, eval, search)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="cleanpairs")
+def _click_exceptions() -> ModuleType:
+    """The exceptions of the click that runs the app: typer 0.2x ships its own copy of click,
+    whose classes are not the installed click's."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: runs the app and returns its exit code.
+
+    Click answers a usage mistake (an unknown option, a value of the wrong type) with a usage
+    block of several lines; here it is one ``error:`` line like every other refusal, exit 2.
+    """
+    click = _click_exceptions()
+    try:
+        code = app(args=argv, prog_name="cleanpairs", standalone_mode=False)
+    except click.NoArgsIsHelpError as err:
+        err.show()  # the help text, as for --help
+        return 0
+    except click.UsageError as err:
+        command = err.ctx.command_path if err.ctx is not None else "cleanpairs"
+        typer.echo(f"error: {err.format_message()} (see '{command} --help')", err=True)
+        return 2
+    except click.ClickException as err:
+        typer.echo(f"error: {err.format_message()}", err=True)
+        return err.exit_code
+    except click.Abort:
+        typer.echo("interrupted; nothing was written", err=True)
+        return 130
+    return code if isinstance(code, int) else 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,8 +45,7 @@ for args in runs:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         try:
-            main()
-            code = 0
+            code = main()  # the console script exits with what main returns
         except SystemExit as stop:
             code = stop.code
     loaded = sorted(m for m in heavy if m in sys.modules)
