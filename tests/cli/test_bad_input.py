@@ -404,7 +404,8 @@ def _image_corpus(folder: Path) -> Path:
     (folder / "img").mkdir()
     rows = []
     for i in range(8):
-        Image.new("RGB", (32, 32) if i % 2 == 0 else (64, 64), (30 * i, 255 - 30 * i, 90)).save(folder / "img" / f"{i}.jpg")
+        side = 32 if i % 2 == 0 else 64
+        Image.new("RGB", (side, side), (30 * i, 255 - 30 * i, 90)).save(folder / "img" / f"{i}.jpg")
         rows += [(f"ok{i}-{c}", f"img/{i}.jpg", f"a picture in colour {i}", f"p{i}") for c in range(2)]
     huge_png(folder / "img" / "huge.png")
     (folder / "img" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
