@@ -400,7 +400,7 @@ def test_enough_cases():
 
 
 def _image_corpus(folder: Path) -> Path:
-    """Eight little pictures (32 or 64 pixels square), each with two captions, plus one row per kind of bad image."""
+    """Eight little pictures (32 or 64 pixels square), two captions each, and a row per bad image."""
     (folder / "img").mkdir()
     rows = []
     for i in range(8):
