@@ -148,6 +148,7 @@ def score_corpus(
     meta_source: str | os.PathLike | None = None,
     meta_keys: list[Any] | str | os.PathLike | None = None,
     max_image_pixels: int | None = None,
+    save_scorer_to: str | os.PathLike | None = None,
 ) -> ScoreRun:
     """Read a corpus, embed it, fit a method, and write every row with its ``cp_*`` columns.
 
@@ -171,6 +172,9 @@ def score_corpus(
     max_image_pixels
         Images with more pixels are not decoded; their row's status says so (default:
         Pillow's limit, :data:`cleanpairs.io.images.DEFAULT_MAX_PIXELS`).
+    save_scorer_to
+        A folder to save the fitted scorer in (:func:`cleanpairs.io.scorers.save_scorer`), so that
+        ``cleanpairs apply`` scores other pairs with it.
 
     Raises
     ------
@@ -205,6 +209,9 @@ def score_corpus(
     if isinstance(meta_keys, (str, os.PathLike)):
         trusted_files, meta_keys = [Path(meta_keys)], read_keys(meta_keys)
     refuse_overwrite(out, [*corpus.sources, *trusted_files])
+    if save_scorer_to is not None:
+        check_output_path(save_scorer_to, directory=True)
+        refuse_overwrite(save_scorer_to, [*corpus.sources, *trusted_files])
     # After the cheap checks (it imports torch), before any work: a run on precomputed shared
     # embeddings may never touch the device, and must still not accept one that is not there.
     from cleanpairs.device import resolve_device
@@ -225,7 +232,13 @@ def score_corpus(
     timings["embed_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    scores, used = fit_method(embedded.pairs, method, checked, seed=seed, device=device, trusted=trusted)
+    scorer = get_method(method)(seed=seed, device=device, **checked)
+    scorer.fit(embedded.pairs, trusted)
+    scores, used = scorer.score(), scorer.params_
+    if save_scorer_to is not None:
+        from cleanpairs.io.scorers import save_scorer
+
+        save_scorer(save_scorer_to, *scorer.fitted_state())
     timings["fit_s"] = time.perf_counter() - tick
     extra: dict[str, Any] = {}
     if trusted is not None:

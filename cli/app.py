@@ -20,6 +20,16 @@ ProgressOption = Annotated[bool, typer.Option(help="Show progress bars (only on 
 KeyColOption = Annotated[str | None, typer.Option(help="Column of unique pair keys.")]
 ImageColOption = Annotated[str | None, typer.Option(help="Column of image paths or bytes.")]
 TextColOption = Annotated[str | None, typer.Option(help="Column of captions.")]
+FitPairsOption = Annotated[
+    int, typer.Option(help="Pairs the method is fit on when scoring a folder (a sample of the corpus).")
+]
+EngineOption = Annotated[str, typer.Option(help="local (this process) or ray (needs cleanpairs[ray]).")]
+RayAddressOption = Annotated[
+    str | None, typer.Option(help="An existing Ray cluster for --engine ray [default: start a local one].")
+]
+SkipBadShardsOption = Annotated[
+    bool, typer.Option(help="Record a shard that cannot be read in the run file and go on with the rest.")
+]
 MaxImagePixelsOption = Annotated[
     int | None,
     typer.Option(

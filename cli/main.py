@@ -12,16 +12,21 @@ import typer
 from cleanpairs.cli.app import (
     CacheDirOption,
     DeviceOption,
+    EngineOption,
+    FitPairsOption,
     ImageColOption,
     KeyColOption,
     MaxImagePixelsOption,
     ProgressOption,
+    RayAddressOption,
+    SkipBadShardsOption,
     TextColOption,
     app,
     parse_params,
     percent,
     reports_errors,
 )
+from cleanpairs.sharded import DEFAULT_FIT_PAIRS, ShardedRun
 
 
 @app.command()
@@ -32,7 +37,12 @@ def score(
     ],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Scores file [default: <name>.scores.parquet beside the input]."),
+        typer.Option(
+            "-o",
+            "--output",
+            help="A .parquet scores file, or a folder of scores shards (one per input shard) "
+            "[default: <name>.scores.parquet beside a file, <name>.scores/ beside a folder].",
+        ),
     ] = None,
     method: Annotated[
         str | None,
@@ -70,10 +80,66 @@ def score(
         Path | None,
         typer.Option(help="Text file of corpus keys, one per line, that are trusted clean pairs."),
     ] = None,
+    fit_pairs: FitPairsOption = DEFAULT_FIT_PAIRS,
+    save_scorer: Annotated[
+        Path | None, typer.Option(help="Also save the fitted scorer here, for `cleanpairs apply`.")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Carry on an interrupted run into a folder (the same command again does too)."),
+    ] = False,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
+    skip_bad_shards: SkipBadShardsOption = False,
 ) -> None:
-    """Score every pair's correspondence and write the corpus with cp_* columns."""
+    """Score every pair's correspondence and write the corpus with cp_* columns.
+
+    Into a .parquet file, the whole corpus is scored in memory. Into a folder, the method is fit on
+    a sample of the corpus (--fit-pairs) and every shard is scored with the fitted scorer into a
+    scores shard of its own, with a completion marker: a rerun skips finished shards.
+    """
     from cleanpairs.methods import DEFAULT_METHOD
     from cleanpairs.pipeline import score_corpus
+
+    if _writes_shards(source, output):
+        if rematch or meta is not None or meta_keys is not None:
+            from cleanpairs.errors import InputError
+
+            raise InputError(
+                "--rematch, --meta and --meta-keys score one file in memory: give -o NAME.parquet "
+                "(or fit on a file with --save-scorer DIR, then `cleanpairs apply DIR SHARDS/`)"
+            )
+        from cleanpairs.sharded import score_shards
+
+        folder = output if output is not None else _default_folder(source)
+        sharded = score_shards(
+            source,
+            folder,
+            method=method or DEFAULT_METHOD,
+            encoder=encoder,
+            params=parse_params(param or []),
+            seed=seed,
+            device=device,
+            key_col=key_col,
+            image_col=image_col,
+            text_col=text_col,
+            cache_dir=cache_dir,
+            progress=progress,
+            fit_pairs=fit_pairs,
+            save_scorer_to=save_scorer,
+            engine=engine,
+            ray_address=ray_address,
+            skip_bad_shards=skip_bad_shards,
+            max_image_pixels=max_image_pixels,
+        )
+        _report_shards(sharded)
+        return
+    if resume:
+        from cleanpairs.errors import InputError
+
+        raise InputError(
+            "--resume carries on a run into a folder of shards; a .parquet output is whole or absent"
+        )
 
     run = score_corpus(
         source,
@@ -93,6 +159,7 @@ def score(
         meta_source=meta,
         meta_keys=meta_keys,
         max_image_pixels=max_image_pixels,
+        save_scorer_to=save_scorer,
     )
     meta = run.meta
     problems = {k: v for k, v in run.status_counts.items() if k != "ok"}
@@ -111,6 +178,76 @@ def score(
         f"{run.encoded.get('images', 0)} images and {run.encoded.get('texts', 0)} captions "
         f"(the rest from the cache); {meta.timings['total_s']:.1f} s"
     )
+
+
+def _writes_shards(source: str, output: Path | None) -> bool:
+    """A folder output (no .parquet suffix), or a folder or glob input without -o, is sharded."""
+    if output is not None:
+        return output.suffix != ".parquet"
+    return Path(source).is_dir() or any(ch in source for ch in "*?[")
+
+
+def _default_folder(source: str) -> Path:
+    from cleanpairs.errors import InputError
+
+    if any(ch in source for ch in "*?["):
+        raise InputError("a glob input needs an explicit output folder (-o scored/)")
+    path = Path(source.rstrip("/"))
+    return path.parent / f"{path.name}.scores"
+
+
+def _report_shards(run: ShardedRun) -> None:
+    verb = "fitted on" if run.fitted else "reused the scorer fitted on"
+    fit = f"{verb} {run.fit_pairs} pairs; " if run.fit_pairs else ""
+    typer.echo(
+        f"scored {run.scored_rows} of {run.rows} rows in {run.shards} shards with {run.method} "
+        f"-> {run.output} "
+        f"({fit}{run.scored_shards} shards scored now, {run.skipped_shards} already done)"
+    )
+    for reason, count in sorted(run.status_counts.items(), key=lambda kv: -kv[1]):
+        if reason != "ok":
+            typer.echo(f"  not scored: {count} x {reason}")
+    for failed in run.failed_shards:
+        typer.echo(f"  failed shard: {failed['source']}: {failed['error']}", err=True)
+    typer.echo(f"{run.timings['total_s']:.1f} s")
+
+
+@app.command()
+@reports_errors
+def apply(
+    scorer: Annotated[Path, typer.Argument(help="A scorer folder saved by `score --save-scorer` or a run.")],
+    source: Annotated[str, typer.Argument(help="Corpus: a file, a folder of shards, or a glob.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder of scores shards to write.")],
+    device: DeviceOption = "auto",
+    key_col: KeyColOption = None,
+    image_col: ImageColOption = None,
+    text_col: TextColOption = None,
+    cache_dir: CacheDirOption = None,
+    progress: ProgressOption = True,
+    max_image_pixels: MaxImagePixelsOption = None,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
+    skip_bad_shards: SkipBadShardsOption = False,
+) -> None:
+    """Score new pairs with a fitted scorer, shard by shard, without fitting again."""
+    from cleanpairs.sharded import score_shards
+
+    run = score_shards(
+        source,
+        output,
+        scorer=scorer,
+        device=device,
+        key_col=key_col,
+        image_col=image_col,
+        text_col=text_col,
+        cache_dir=cache_dir,
+        progress=progress,
+        engine=engine,
+        ray_address=ray_address,
+        skip_bad_shards=skip_bad_shards,
+        max_image_pixels=max_image_pixels,
+    )
+    _report_shards(run)
 
 
 @app.command("filter")
@@ -299,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted; nothing was written", err=True)
         return 130
     return code if isinstance(code, int) else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

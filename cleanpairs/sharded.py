@@ -1,0 +1,601 @@
+"""Score a corpus of many shards in two passes: fit a method once on a sample of the corpus,
+then score every shard with the fitted scorer, one scores shard per input shard.
+
+The output folder holds, beside the scores shards:
+
+- ``_cleanpairs_run.json``: the run's settings and inputs. A folder whose run file names another
+  method, scorer or input is refused instead of mixed; the same command again resumes.
+- ``_scorer/``: the fitted scorer (``cleanpairs.io.scorers``), saved before any shard is scored,
+  so a resumed run does not fit again.
+- ``_fit_scores.parquet``: where the fit sample is the whole corpus (a corpus that fits in
+  memory), the fit's own scores of every pair, so that the shards hold exactly what a one-file
+  ``score`` writes; larger corpora are scored with :meth:`PairScorer.score_pairs` throughout.
+- ``NAME.parquet`` + ``NAME.stats.json`` per input shard: the scores shard (every input row, the
+  ``cp_*`` columns, run metadata) written atomically, then its completion marker
+  (img2dataset's and datatrove's way): a shard with its marker is done and is skipped.
+
+Timings go to the markers, never into the shards: the same input and seed give byte-identical
+shards, resumed or not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import cleanpairs
+from cleanpairs.errors import CleanpairsError, InputError, ParameterError
+from cleanpairs.io.atomic import atomic_output, check_output_path, refuse_overwrite
+from cleanpairs.io.images import check_max_pixels
+from cleanpairs.io.tables import TABLE_SUFFIXES, Corpus, expand_sources, read_pairs, read_table_file
+from cleanpairs.schema import RunMetadata, resolve_roles
+
+RUN_FILE = "_cleanpairs_run.json"
+SCORER_FOLDER = "_scorer"
+FIT_SCORES = "_fit_scores.parquet"
+MARKER_SUFFIX = ".stats.json"
+DEFAULT_FIT_PAIRS = 200_000
+FORMAT = "cleanpairs-sharded-scores"
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One input shard to score: plain data, so an executor can ship it to another process."""
+
+    index: int
+    source: str
+    output: str
+    marker: str
+    run_folder: str
+    scorer_folder: str
+    settings: dict[str, Any]
+    fit_rows: tuple[int, int] | None
+    """The global rows ``[start, end)`` of this shard within the fit corpus, where the fit sample
+    is the whole corpus (its scores are the fit's own), else ``None`` (scored by ``score_pairs``)."""
+
+
+@dataclass
+class ShardedRun:
+    """What :func:`score_shards` did."""
+
+    output: Path
+    method: str
+    shards: int
+    scored_shards: int
+    skipped_shards: int
+    rows: int
+    scored_rows: int
+    status_counts: dict[str, int]
+    fitted: bool
+    fit_pairs: int
+    failed_shards: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def output_names(shards: list[Path]) -> list[str]:
+    """The scores shard's file name of each input shard: its stem, made unique where two
+    shards of a glob over several folders share one (``a/pairs`` -> ``a__pairs``)."""
+    stems = [_stem(p) for p in shards]
+    if len(set(stems)) == len(stems):
+        return [f"{s}.parquet" for s in stems]
+    root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in shards]))
+    names = []
+    for path in shards:
+        relative = Path(os.path.abspath(path)).relative_to(root)
+        names.append("__".join([*relative.parent.parts, _stem(path)]) + ".parquet")
+    return names
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in TABLE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _inputs_record(shards: list[Path]) -> list[dict[str, Any]]:
+    """Each input shard's path, size and modification time: what the run file compares."""
+    out = []
+    for path in shards:
+        stat = path.stat()
+        out.append({"path": os.path.abspath(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+    return out
+
+
+def count_rows(path: Path) -> int:
+    """The rows of a table file (parquet from its footer, without reading the data)."""
+    if path.suffix == ".parquet":
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    return read_table_file(path).num_rows
+
+
+def check_shards_agree(shards: list[Path], roles_options: dict[str, str | None]) -> None:
+    """Raise :class:`InputError` naming the first shard whose columns do not play the same roles
+    with the same types as the first shard's: mixed shards would be scored inconsistently."""
+    first = None
+    for path in shards:
+        schema = pq.read_schema(path) if path.suffix == ".parquet" else read_table_file(path).schema
+        try:
+            roles = resolve_roles(schema, **roles_options)
+        except InputError as err:
+            raise InputError(f"shard {path}: {err}") from None
+        shape = {
+            role: str(schema.field(name).type)
+            for role, name in roles.to_dict().items()
+            if name is not None and name in schema.names
+        }
+        if first is None:
+            first = (path, roles.to_dict(), shape)
+        elif (roles.to_dict(), shape) != first[1:]:
+            raise InputError(
+                f"shard {path} has other columns than {first[0]} (roles {roles.to_dict()} of types "
+                f"{shape}, not {first[1]} of {first[2]}); every shard must have the same layout"
+            )
+
+
+def fit_sample_rows(counts: list[int], fit_pairs: int, seed: int) -> np.ndarray | None:
+    """The global rows (sorted) the method is fit on, or ``None`` for every row of the corpus.
+
+    A uniform sample without replacement, drawn with the run's seed, so the same corpus and seed
+    always fit on the same rows.
+    """
+    total = int(sum(counts))
+    if total <= fit_pairs:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(total, size=fit_pairs, replace=False))
+
+
+def read_sample(
+    shards: list[Path], counts: list[int], rows: np.ndarray | None, roles_options: dict[str, str | None]
+) -> Corpus:
+    """The fit corpus: ``rows`` (global row numbers) of the shards, or all of them."""
+    tables, sources, per_source = [], [], []
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    roles = None
+    for i, path in enumerate(shards):
+        if rows is None:
+            wanted = None
+        else:
+            lo, hi = np.searchsorted(rows, [starts[i], starts[i + 1]])
+            if lo == hi:
+                continue
+            wanted = rows[lo:hi] - starts[i]
+        corpus = read_pairs(path, **roles_options)
+        roles = roles or corpus.roles
+        table = corpus.table if wanted is None else corpus.table.take(pa.array(wanted))
+        tables.append(table)
+        sources.append(path)
+        per_source.append(table.num_rows)
+    table = pa.concat_tables(tables, promote_options="default")
+    source_index = np.repeat(np.arange(len(sources), dtype=np.int32), per_source)
+    return Corpus(table=table, roles=roles, sources=sources, source_index=source_index)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _read_run_file(folder: Path) -> dict[str, Any] | None:
+    path = folder / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path} is damaged ({err}); remove the folder {folder} or choose another") from None
+
+
+def check_run_folder(folder: Path, run: dict[str, Any], *, sources: list[Path]) -> bool:
+    """Check the output folder may take this run; return True when it resumes an earlier one.
+
+    Raises
+    ------
+    InputError
+        The folder holds files of another run (another method, parameters, scorer or input) or
+        files cleanpairs did not write; or it is an input of the run.
+    """
+    check_output_path(folder, directory=True)
+    refuse_overwrite(folder, sources)
+    if not folder.exists():
+        return False
+    earlier = _read_run_file(folder)
+    if earlier is None:
+        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        if others:
+            raise InputError(
+                f"{folder} already holds files that no cleanpairs run wrote ({', '.join(others[:3])}); "
+                "choose an empty or new folder"
+            )
+        return False
+    for key in ("method", "params", "encoder", "seed", "inputs", "fit_pairs", "scorer", "roles_options"):
+        if earlier.get(key) != run.get(key):
+            raise InputError(
+                f"{folder} holds shards of another run ({key} differs: {earlier.get(key)!r} there, "
+                f"{run.get(key)!r} now); choose another folder, or remove it to start again"
+            )
+    return True
+
+
+def _scorer_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in folder.iterdir()):
+        digest.update(name.encode())
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def fit_and_save(
+    corpus: Corpus,
+    folder: Path,
+    *,
+    method: str,
+    params: dict[str, Any],
+    encoder: str,
+    seed: int,
+    device: str,
+    cache_dir: str | os.PathLike | None,
+    progress: bool,
+    max_image_pixels: int | None,
+    keep_fit_scores: bool,
+) -> dict[str, Any]:
+    """Embed the fit corpus, fit the method, save the scorer (and, with ``keep_fit_scores``, the
+    fit's own scores of every pair) into ``folder``. Returns what the run file records."""
+    from cleanpairs.encoders import embed_corpus
+    from cleanpairs.io.scorers import save_scorer
+    from cleanpairs.methods import get_method
+
+    embedded = embed_corpus(
+        corpus,
+        encoder,
+        cache_dir=cache_dir,
+        device=device,
+        progress=progress,
+        max_image_pixels=max_image_pixels,
+    )
+    scorer = get_method(method)(seed=seed, device=device, **params)
+    scorer.fit(embedded.pairs)
+    save_scorer(folder / SCORER_FOLDER, *scorer.fitted_state())
+    if keep_fit_scores:
+        scores = scorer.score()
+        n = len(corpus)
+        full = {
+            name: np.full(n, np.nan, dtype=np.float32) for name in ("p_clean", "soft_label", "similarity")
+        }
+        full["p_clean"][embedded.rows] = scores.p_clean
+        full["soft_label"][embedded.rows] = scores.soft_label
+        full["similarity"][embedded.rows] = scores.similarity
+        table = pa.table({name: pa.array(values, from_pandas=True) for name, values in full.items()})
+        with atomic_output(folder / FIT_SCORES) as tmp:
+            pq.write_table(table, tmp)
+    return {"fit_pairs_used": len(embedded.rows), "fit_info": _jsonable(scorer.score().info)}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
+def _scorer_for(folder: str, device: str) -> Any:
+    """The scorer saved in ``folder``, loaded once per process (a worker scores many shards)."""
+    from cleanpairs.methods import load_scorer
+
+    key = (folder, device)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_scorer(folder, device=device)
+    return _LOADED[key]
+
+
+def score_shard(task: ShardTask) -> dict[str, Any]:
+    """The per-shard step: read, embed, score, write the scores shard, then its marker.
+
+    A top-level function of plain data in and out, so any executor can run it.
+    """
+    from cleanpairs.contract import PairScores
+    from cleanpairs.encoders import embed_corpus
+    from cleanpairs.io.scores import write_scores
+    from cleanpairs.pipeline import score_columns
+
+    start = time.perf_counter()
+    s = task.settings
+    corpus = read_pairs(task.source, **s["roles_options"])
+    embedded = embed_corpus(
+        corpus,
+        s["encoder"],
+        cache_dir=s["cache_dir"],
+        device=s["device"],
+        progress=False,
+        max_image_pixels=s["max_image_pixels"],
+    )
+    if task.fit_rows is not None:
+        lo, hi = task.fit_rows
+        fit = pq.read_table(Path(task.run_folder) / FIT_SCORES).slice(lo, hi - lo)
+        take = lambda name: fit.column(name).to_numpy(zero_copy_only=False)[embedded.rows]  # noqa: E731
+        scores = PairScores.without_rematch(take("p_clean"), take("soft_label"), take("similarity"))
+    elif len(embedded.rows):
+        scores = _scorer_for(task.scorer_folder, s["device"]).score_pairs(embedded.pairs)
+    else:
+        empty = np.zeros(0, dtype=np.float32)
+        scores = PairScores.without_rematch(empty, empty, empty)
+    columns = score_columns(scores, embedded.rows, embedded.status, corpus.keys())
+    meta = RunMetadata(
+        version=cleanpairs.__version__,
+        method=s["method"],
+        params=s["params_used"],
+        encoder=s["encoder"],
+        seed=s["seed"],
+        input=[os.path.abspath(task.source)],
+        input_fingerprint=embedded.fingerprint,
+        roles=corpus.roles.to_dict(),
+        rows=len(corpus),
+        scored_rows=len(embedded.rows),
+        estimated_noise_rate=float(np.mean(1.0 - scores.p_clean)) if len(scores.p_clean) else None,
+        timings={},
+        extra={**corpus.folders().to_metadata(), "shard": task.index, "scorer": s["scorer"]},
+    )
+    write_scores(corpus.table, columns, meta, Path(task.output))
+    stats = {
+        "shard": task.index,
+        "source": os.path.abspath(task.source),
+        "output": os.path.basename(task.output),
+        "rows": len(corpus),
+        "scored_rows": len(embedded.rows),
+        "status": dict(Counter(embedded.status)),
+        "encoded": embedded.encoded,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    _write_json(Path(task.marker), stats)
+    return stats
+
+
+def score_shards(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    method: str | None = None,
+    encoder: str = "offline",
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    key_col: str | None = None,
+    image_col: str | None = None,
+    text_col: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    fit_pairs: int = DEFAULT_FIT_PAIRS,
+    scorer: str | os.PathLike | None = None,
+    save_scorer_to: str | os.PathLike | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    skip_bad_shards: bool = False,
+    max_image_pixels: int | None = None,
+) -> ShardedRun:
+    """Score every shard of ``source`` into the folder ``output``, one scores shard per shard.
+
+    Without ``scorer``, the method is fit on ``fit_pairs`` pairs drawn uniformly from the corpus
+    (the whole corpus when it is smaller: then every pair gets the fit's own scores, as a one-file
+    ``score`` gives) and saved in ``output/_scorer`` (and in ``save_scorer_to``) before any shard
+    is scored. With ``scorer`` (a folder saved by an earlier run), nothing is fit. A run into a
+    folder of an earlier run with the same settings and inputs resumes: finished shards (those
+    with a marker) are skipped.
+
+    Raises
+    ------
+    CleanpairsError
+        Bad input, settings or output folder, checked before anything is written; a shard that
+        cannot be read (naming it) unless ``skip_bad_shards``.
+    """
+    from cleanpairs.methods import get_spec
+
+    start = time.perf_counter()
+    out = Path(output)
+    if fit_pairs < 2:
+        raise ParameterError(f"--fit-pairs must be at least 2; got {fit_pairs}")
+    check_max_pixels(max_image_pixels)
+    roles_options = {"key_col": key_col, "image_col": image_col, "text_col": text_col}
+    shards = expand_sources(source)
+    if scorer is not None:
+        from cleanpairs.io.scorers import load_scorer_files
+
+        manifest, _ = load_scorer_files(scorer)
+        method, params_used = str(manifest["method"]), manifest.get("params", {})
+        encoder = str(manifest.get("encoder", encoder))
+        scorer_id = _scorer_digest(Path(scorer))
+    else:
+        if method is None:
+            raise ParameterError("name a method to fit, or a fitted scorer to apply")
+        spec = get_spec(method)
+        params_used = spec.check_params(params or {})
+        if spec.needs_trusted:
+            raise ParameterError(
+                f"{method} learns from a trusted set; score a folder of shards with it by fitting on "
+                "one file first (score FILE --save-scorer DIR), then `cleanpairs apply DIR SHARDS/`"
+            )
+        scorer_id = None
+    from cleanpairs.encoders import check_encoder_id
+
+    check_encoder_id(encoder)
+    names = output_names(shards)
+    run = {
+        "format": FORMAT,
+        "version": cleanpairs.__version__,
+        "method": method,
+        "params": params_used,
+        "encoder": encoder,
+        "seed": seed,
+        "fit_pairs": fit_pairs if scorer is None else None,
+        "scorer": scorer_id,
+        "roles_options": roles_options,
+        "inputs": _inputs_record(shards),
+    }
+    resuming = check_run_folder(out, run, sources=shards)
+    if save_scorer_to is not None:
+        check_output_path(save_scorer_to, directory=True)
+        refuse_overwrite(save_scorer_to, shards)
+    if not resuming and not skip_bad_shards:
+        check_shards_agree(shards, roles_options)
+    from cleanpairs.device import resolve_device
+
+    resolve_device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        _write_json(out / RUN_FILE, {**run, "state": "fitting"})
+    timings: dict[str, float] = {}
+
+    counts = [count_rows(p) for p in shards]
+    sample = fit_sample_rows(counts, fit_pairs, seed) if scorer is None else np.zeros(0, dtype=np.int64)
+    whole_corpus_fit = scorer is None and sample is None
+    fitted = False
+    fit_record: dict[str, Any] = {}
+    scorer_folder = out / SCORER_FOLDER
+    if scorer is not None:
+        scorer_folder = Path(scorer).resolve()
+    elif not (scorer_folder / "scorer.json").exists() or (
+        whole_corpus_fit and not (out / FIT_SCORES).exists()
+    ):
+        tick = time.perf_counter()
+        corpus = read_sample(shards, counts, sample, roles_options)
+        fit_record = fit_and_save(
+            corpus,
+            out,
+            method=method,
+            params=params_used,
+            encoder=encoder,
+            seed=seed,
+            device=device,
+            cache_dir=cache_dir,
+            progress=progress,
+            max_image_pixels=max_image_pixels,
+            keep_fit_scores=whole_corpus_fit,
+        )
+        fitted = True
+        timings["fit_s"] = time.perf_counter() - tick
+        run_now = {**run, "state": "scoring", **fit_record}
+        _write_json(out / RUN_FILE, run_now)
+    if save_scorer_to is not None and scorer is None:
+        from cleanpairs.io.scorers import load_scorer_files, save_scorer
+
+        save_scorer(save_scorer_to, *load_scorer_files(scorer_folder))
+
+    settings = {
+        "method": method,
+        "params_used": params_used,
+        "encoder": encoder,
+        "seed": seed,
+        "device": device,
+        "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+        "max_image_pixels": max_image_pixels,
+        "roles_options": roles_options,
+        "scorer": scorer_id or _scorer_digest(scorer_folder),
+    }
+    starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    tasks, skipped = [], 0
+    for i, (path, name) in enumerate(zip(shards, names, strict=True)):
+        target, marker = out / name, out / (name[: -len(".parquet")] + MARKER_SUFFIX)
+        if marker.exists() and target.exists():
+            skipped += 1
+            continue
+        fit_rows = (int(starts[i]), int(starts[i + 1])) if whole_corpus_fit else None
+        tasks.append(
+            ShardTask(
+                i,
+                os.fspath(path),
+                os.fspath(target),
+                os.fspath(marker),
+                os.fspath(out),
+                os.fspath(scorer_folder),
+                settings,
+                fit_rows,
+            )
+        )
+    tick = time.perf_counter()
+    results, failed = _run(
+        tasks, engine=engine, ray_address=ray_address, skip=skip_bad_shards, progress=progress
+    )
+    timings["score_s"] = time.perf_counter() - tick
+    record = _read_run_file(out) or run
+    record["failed_shards"] = sorted(
+        {f["source"]: f for f in [*record.get("failed_shards", []), *failed]}.values(),
+        key=lambda f: f["source"],
+    )
+    record["failed_shards"] = [
+        f for f in record["failed_shards"] if f["source"] not in {r["source"] for r in results}
+    ]
+    record["state"] = "done" if not record["failed_shards"] else "done with failed shards"
+    _write_json(out / RUN_FILE, record)
+    totals = _totals(out, names)
+    timings["total_s"] = time.perf_counter() - start
+    return ShardedRun(
+        output=out,
+        method=method,
+        shards=len(shards),
+        scored_shards=len(results),
+        skipped_shards=skipped,
+        rows=totals["rows"],
+        scored_rows=totals["scored_rows"],
+        status_counts=totals["status"],
+        fitted=fitted,
+        fit_pairs=int(record.get("fit_pairs_used", 0)),
+        failed_shards=record["failed_shards"],
+        timings=timings,
+    )
+
+
+def _run(
+    tasks: list[ShardTask], *, engine: str, ray_address: str | None, skip: bool, progress: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Run the shard step over ``tasks``; with ``skip``, a shard that fails with a
+    :class:`CleanpairsError` is recorded and the rest go on."""
+    if engine != "local":
+        raise ParameterError(f"unknown engine {engine!r}; choose local")
+    results, failed = [], []
+    for task in tasks:
+        try:
+            results.append(score_shard(task))
+        except CleanpairsError as err:
+            if not skip:
+                raise InputError(f"shard {task.source}: {err}") from None
+            failed.append({"source": os.path.abspath(task.source), "error": str(err)})
+    return results, failed
+
+
+def _totals(folder: Path, names: list[str]) -> dict[str, Any]:
+    rows = scored = 0
+    status: Counter = Counter()
+    for name in names:
+        marker = folder / (name[: -len(".parquet")] + MARKER_SUFFIX)
+        if marker.exists():
+            stats = json.loads(marker.read_text())
+            rows += stats["rows"]
+            scored += stats["scored_rows"]
+            status.update(stats["status"])
+    return {"rows": rows, "scored_rows": scored, "status": dict(status)}
+
+
+__all__ = [
+    "DEFAULT_FIT_PAIRS",
+    "ShardTask",
+    "ShardedRun",
+    "fit_sample_rows",
+    "output_names",
+    "score_shard",
+    "score_shards",
+]
