@@ -7,11 +7,12 @@ from cleanpairs.methods import ncr as _ncr  # noqa: F401  (registers itself)
 from cleanpairs.methods import rcar as _rcar  # noqa: F401  (registers itself)
 from cleanpairs.methods import similarity as _similarity  # noqa: F401  (registers itself)
 from cleanpairs.methods import tsvc as _tsvc  # noqa: F401  (registers itself)
-from cleanpairs.methods.base import Heads, PairEmbeddings, PairScorer, PairScores, Param
-from cleanpairs.methods.registry import DEFAULT_METHOD, available_methods, get_method, register
+from cleanpairs.methods.base import FittedState, Heads, PairEmbeddings, PairScorer, PairScores, Param
+from cleanpairs.methods.registry import DEFAULT_METHOD, available_methods, get_method, load_scorer, register
 
 __all__ = [
     "DEFAULT_METHOD",
+    "FittedState",
     "Heads",
     "PairEmbeddings",
     "PairScorer",
@@ -19,5 +20,6 @@ __all__ = [
     "Param",
     "available_methods",
     "get_method",
+    "load_scorer",
     "register",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from cleanpairs.errors import ParameterError
+import os
+
+from cleanpairs.errors import InputError, ParameterError
+from cleanpairs.io.scorers import load_scorer_files
 from cleanpairs.methods.base import PairScorer
 
 _REGISTRY: dict[str, type[PairScorer]] = {}
@@ -39,3 +42,21 @@ def get_method(name: str) -> type[PairScorer]:
         raise ParameterError(
             f"unknown method {name!r}; available: {', '.join(available_methods())}"
         ) from None
+
+
+def load_scorer(folder: str | os.PathLike, *, device: str = "auto") -> PairScorer:
+    """The fitted scorer saved in ``folder`` (``save_scorer(folder, *scorer.fitted_state())``),
+    its networks on ``device``, ready for :meth:`PairScorer.score_pairs`.
+
+    Raises
+    ------
+    InputError
+        The folder is not a readable scorer (:func:`cleanpairs.io.scorers.load_scorer_files`),
+        names a method this installation does not have, or does not make a scorer of it.
+    """
+    manifest, tensors = load_scorer_files(folder)
+    try:
+        cls = get_method(str(manifest["method"]))
+    except ParameterError as err:
+        raise InputError(f"the scorer in {folder} cannot be used: {err}") from None
+    return cls.from_fitted_state(manifest, tensors, device=device)
