@@ -275,7 +275,12 @@ class PairScorer:
             modules = {}
             for name, spec in manifest["modules"].items():
                 module = cls._build_module(spec)
-                module.load_state_dict({k: torch.as_tensor(v) for k, v in part(f"modules.{name}").items()})
+                weights = {k: torch.as_tensor(v) for k, v in part(f"modules.{name}").items()}
+                missing, unexpected = module.load_state_dict(weights, strict=False)
+                if missing:
+                    raise KeyError(f"modules.{name}.{missing[0]}")
+                if unexpected:
+                    raise ValueError(f"modules.{name}.{unexpected[0]} is not a weight of that network")
                 modules[name] = module.to(scorer.device_).eval()
             splits = {
                 name: AgreementSplit.from_params(
@@ -289,8 +294,7 @@ class PairScorer:
             arrays = {name: array(tensors[f"arrays.{name}"]) for name in manifest["arrays"]}
             scorer.state_ = FittedState(modules, splits, reference, arrays, dict(manifest["scalars"]))
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            reason = f"lacks {err.args[0]!r}" if isinstance(err, KeyError) else str(err).splitlines()[0]
-            raise InputError(f"the fitted {cls.name} scorer cannot be rebuilt: {reason}") from None
+            raise InputError(f"the fitted {cls.name} scorer cannot be rebuilt: {_reason(err)}") from None
         return scorer
 
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:  # pragma: no cover
@@ -312,3 +316,11 @@ class PairScorer:
     def _build_module(spec: dict[str, Any]) -> nn.Module:
         """An untrained network from :meth:`_module_spec`'s description."""
         return build_head(spec)
+
+
+def _reason(err: Exception) -> str:
+    """One line of why a fitted state did not load (torch's shape errors run to several lines)."""
+    if isinstance(err, KeyError):
+        return f"lacks {err.args[0]!r}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    return next((line for line in lines if line.startswith("size mismatch")), lines[0])
