@@ -214,9 +214,11 @@ class PosteriorMap:
         return _blend(held, np.interp(x, self.knots, self.ranks), self.share)
 
     def to_params(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The map as plain data: JSON-able settings and named float64 arrays."""
+        """The map as plain data: JSON-able settings (the mixture's parameters among them) and the
+        knots as named float64 arrays."""
         settings = {
             "mixture": self.mixture,
+            "components": {k: [float(x) for x in v] for k, v in self.components.items()},
             "clean": self.clean,
             "higher_is_clean": self.higher_is_clean,
             "low": self.low,
@@ -225,9 +227,7 @@ class PosteriorMap:
             "sign": self.sign,
             "share": self.share,
         }
-        arrays = {"knots": self.knots, "levels": self.levels, "ranks": self.ranks}
-        arrays.update({f"components.{k}": v for k, v in self.components.items()})
-        return settings, arrays
+        return settings, {"knots": self.knots, "levels": self.levels, "ranks": self.ranks}
 
     @classmethod
     def from_params(cls, settings: dict[str, Any], arrays: dict[str, np.ndarray]) -> PosteriorMap:
@@ -247,7 +247,7 @@ class PosteriorMap:
             mixture = str(settings["mixture"])
             if mixture not in names:
                 raise ParameterError(f"unknown mixture {mixture!r}")
-            components = {k: _float_array(arrays[f"components.{k}"], (2,)) for k in names[mixture]}
+            components = {k: _float_array(settings["components"][k], (2,)) for k in names[mixture]}
             knots = _float_array(arrays["knots"])
             levels, ranks = (_float_array(arrays[k], knots.shape) for k in ("levels", "ranks"))
             if mixture != "none" and (len(knots) == 0 or np.any(np.diff(knots) <= 0)):

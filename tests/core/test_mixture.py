@@ -223,8 +223,10 @@ def test_a_split_without_spread_maps_everything_clean():
 def test_malformed_split_parameters_raise():
     _, mapping = fit_gmm_split(np.linspace(0, 1, 50))
     settings, arrays = mapping.to_params()
-    with pytest.raises(ParameterError, match="lacks 'components.means'"):
-        PosteriorMap.from_params(settings, {k: v for k, v in arrays.items() if k != "components.means"})
+    with pytest.raises(ParameterError, match="lacks 'means'"):
+        PosteriorMap.from_params({**settings, "components": {"weights": [0.5, 0.5]}}, arrays)
+    with pytest.raises(ParameterError, match="lacks 'levels'"):
+        PosteriorMap.from_params(settings, {k: v for k, v in arrays.items() if k != "levels"})
     with pytest.raises(ParameterError, match="unknown mixture 'poisson'"):
         PosteriorMap.from_params({**settings, "mixture": "poisson"}, arrays)
     with pytest.raises(ParameterError, match="knots must be increasing"):
