@@ -255,3 +255,18 @@ def test_scoring_pairs_needs_a_fit_and_the_fit_corpus_sizes():
     resized = {**tensors, "modules.text.shortcut.weight": tensors["modules.text.shortcut.weight"][:, :3]}
     with pytest.raises(InputError, match="cannot be rebuilt: size mismatch for shortcut.weight"):
         cls.from_fitted_state(manifest, resized)
+
+
+def test_an_aligned_encoder_scorer_keeps_only_its_mixture(tmp_path):
+    # With an aligned encoder the baseline trains nothing: its fitted state is the mixture alone.
+    pairs, _ = synthetic_pairs()
+    aligned = PairEmbeddings(pairs.images[:, :24], pairs.texts, pairs.image_index, pairs.keys, aligned=True)
+    scorer = get_method("similarity")(seed=0, device="cpu").fit(aligned)
+    manifest, tensors = scorer.fitted_state()
+    assert manifest["modules"] == {}
+    assert set(tensors) == {f"splits.p_clean.first.{k}" for k in ("knots", "levels", "ranks")}
+    loaded = load_scorer(save_scorer(tmp_path / "s", manifest, tensors), device="cpu")
+    again = loaded.score_pairs(aligned)
+    assert again.heads is None
+    assert np.array_equal(again.p_clean, scorer.score().p_clean)
+    assert np.array_equal(again.similarity, scorer.score().similarity)
