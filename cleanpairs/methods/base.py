@@ -168,6 +168,11 @@ class PairScorer:
     def score(self) -> PairScores:
         """The per-pair scores of the corpus given to ``fit``, in its order."""
         if not hasattr(self, "scores_"):
+            if hasattr(self, "state_"):
+                raise NotFittedError(
+                    f"{type(self).__name__} was rebuilt from a fitted state and holds no fit corpus; "
+                    "score pairs with score_pairs()"
+                )
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
         return self.scores_
 
@@ -206,9 +211,10 @@ class PairScorer:
         """The fitted scorer as plain data: a JSON-able manifest and named CPU tensors.
 
         The manifest holds the method's name, parameters and seed, the fit corpus's sizes, how
-        each network is built, and each split's settings; the tensors hold the networks' weights
-        (``modules.NAME.PARAM``), the splits' arrays (``splits.NAME.*``: mixture parameters,
-        isotonic knots), the reference sample (``reference.*``) and other arrays (``arrays.*``).
+        each network is built, each split's mixture parameters and settings, and other scalars;
+        the tensors hold the networks' weights (``modules.NAME.PARAM``), the splits' isotonic
+        knots (``splits.NAME.*``), the reference sample (``reference.*``) and other arrays
+        (``arrays.*``).
         """
         if not hasattr(self, "state_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")

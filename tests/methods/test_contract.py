@@ -226,6 +226,8 @@ def test_a_saved_scorer_loads_in_a_fresh_object_and_scores_identically(method, f
     assert_identical(rebuilt.score_pairs(held_out), fitted_scorer.score_pairs(held_out))
     loaded = load_scorer(save_scorer(tmp_path / "scorer", manifest, tensors), device="cpu")
     assert type(loaded) is type(fitted_scorer) and loaded is not fitted_scorer
+    with pytest.raises(NotFittedError, match="rebuilt from a fitted state and holds no fit corpus"):
+        loaded.score()
     assert_identical(loaded.score_pairs(held_out), fitted_scorer.score_pairs(held_out))
 
 
