@@ -108,8 +108,6 @@ def reference_statistic(
     def tensor(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
 
-    raw_images = tensor(pairs.images)
-    images = image_head(raw_images)
     if sample is None:
         sample = NegativeSample(
             np.zeros((0, pairs.images.shape[1]), np.float32),
@@ -119,13 +117,13 @@ def reference_statistic(
     ref_images = image_head(tensor(sample.images))
     ref_texts = text_head(tensor(sample.texts))
     raw_ref_images, raw_text_images = _unit(tensor(sample.images)), _unit(tensor(sample.text_images))
-    index = torch.from_numpy(pairs.image_index).to(device)
     out = []
+    # Images are embedded block by block with their pairs, so a shard's memory stays one block's.
     for start in range(0, len(pairs), block):
-        rows = index[start : start + block]
-        own = images[rows]
-        texts = text_head(tensor(pairs.texts[start : start + block]))
-        raw_own = _unit(raw_images[rows])
+        rows = slice(start, start + block)
+        raw = tensor(pairs.images[pairs.image_index[rows]])
+        own, raw_own = image_head(raw), _unit(raw)
+        texts = text_head(tensor(pairs.texts[rows]))
         positive = (own * texts).sum(dim=1)
         image_ok = raw_own @ raw_ref_images.T < SAME_IMAGE
         text_ok = raw_own @ raw_text_images.T < SAME_IMAGE
