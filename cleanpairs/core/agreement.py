@@ -17,10 +17,16 @@ corpus) the confidence is zero and the split statistic is left as it was.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cleanpairs.contract import Param
+from cleanpairs.errors import ParameterError
+
+if TYPE_CHECKING:  # scikit-learn and scipy load with the mixture, not with the declarations
+    from cleanpairs.core.mixture import PosteriorMap
 
 
 def agreement_param(default: float = 1.0) -> Param:
@@ -92,6 +98,32 @@ class CaptionAgreement:
             return posterior
         return posterior_of(self.combine(cleanness, posterior, weight))
 
+    def fit_split(
+        self,
+        cleanness: np.ndarray,
+        fit: Callable[[np.ndarray], tuple[np.ndarray, PosteriorMap]],
+        weight: float,
+    ) -> tuple[np.ndarray, AgreementSplit]:
+        """:meth:`split`, keeping what it fitted so that other pairs can be split the same way.
+
+        ``fit`` is the method's split that also returns its :class:`PosteriorMap` (a map of
+        ``cleanness``). Returns the posterior :meth:`split` gives and the :class:`AgreementSplit`.
+        """
+        posterior, first = fit(cleanness)
+        if weight == 0:
+            return posterior, AgreementSplit(first, None, None, 0.0)
+        cleanness = np.asarray(cleanness, dtype=np.float64)
+        agreement, confidence = self.relative(posterior)
+        combination = _combination(cleanness, posterior, agreement, confidence)
+        posterior, second = fit(_combined(cleanness, agreement, confidence, weight, combination))
+        return posterior, AgreementSplit(first, second, combination, weight)
+
+    def relative(self, posterior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each caption's agreement (:meth:`measure`, weighted by ``posterior``) less the mean of its
+        image's other captions', and its confidence."""
+        agreement, confidence = self.measure(posterior)
+        return agreement - self._others_mean(agreement), confidence
+
     def combine(self, cleanness: np.ndarray, posterior: np.ndarray | None, weight: float) -> np.ndarray:
         """A split statistic (higher is cleaner) with the agreement added as far as it separates.
 
@@ -108,17 +140,116 @@ class CaptionAgreement:
         cleanness = np.asarray(cleanness, dtype=np.float64)
         if posterior is None or weight == 0:
             return cleanness
-        p = np.clip(np.asarray(posterior, dtype=np.float64), 0.0, 1.0)
-        agreement, confidence = self.measure(posterior)
-        agreement = agreement - self._others_mean(agreement)
-        judged = confidence >= 0.5
-        own = _discriminant(cleanness, p)
-        other = _discriminant(agreement[judged], p[judged])
-        if own is None or other is None:
-            return cleanness
-        slope, middle = other
-        evidence = weight * confidence * max(slope, 0.0) * (agreement - middle)
-        return own[0] * (cleanness - own[1]) + evidence
+        agreement, confidence = self.relative(posterior)
+        combination = _combination(cleanness, posterior, agreement, confidence)
+        return _combined(cleanness, agreement, confidence, weight, combination)
+
+
+Combination = tuple[float, float, float, float]
+"""Fisher's slope and midpoint of the method's statistic, then of the relative agreement."""
+
+
+def _combination(
+    cleanness: np.ndarray, posterior: np.ndarray, agreement: np.ndarray, confidence: np.ndarray
+) -> Combination | None:
+    """How :meth:`CaptionAgreement.combine` weighs the two statistics, from the split ``posterior``;
+    ``None`` when either has no discriminant."""
+    p = np.clip(np.asarray(posterior, dtype=np.float64), 0.0, 1.0)
+    judged = confidence >= 0.5
+    own = _discriminant(cleanness, p)
+    other = _discriminant(agreement[judged], p[judged])
+    if own is None or other is None:
+        return None
+    return (*own, *other)
+
+
+def _combined(
+    cleanness: np.ndarray,
+    agreement: np.ndarray,
+    confidence: np.ndarray,
+    weight: float,
+    combination: Combination | None,
+) -> np.ndarray:
+    if combination is None:
+        return cleanness
+    own_slope, own_middle, slope, middle = combination
+    evidence = weight * confidence * max(slope, 0.0) * (agreement - middle)
+    return own_slope * (cleanness - own_middle) + evidence
+
+
+@dataclass(frozen=True, eq=False)
+class AgreementSplit:
+    """A method's fitted split, with caption agreement where the method uses it.
+
+    ``first`` maps the method's statistic to the posterior that weighs the other captions;
+    with agreement (``second`` set), the statistic combined as at fit time (the kept
+    ``combination``: Fisher's slopes and midpoints of the fit sample) maps through ``second``.
+    Pairs are split one by one, except that a caption's agreement is measured among the other
+    captions of its image given in the same call.
+    """
+
+    first: PosteriorMap
+    second: PosteriorMap | None
+    combination: Combination | None
+    weight: float
+
+    @classmethod
+    def plain(cls, mapping: PosteriorMap) -> AgreementSplit:
+        """A method's split without agreement: ``mapping`` alone."""
+        return cls(mapping, None, None, 0.0)
+
+    def posterior(self, cleanness: np.ndarray, agreement: CaptionAgreement | None = None) -> np.ndarray:
+        """The clean posterior of pairs with statistic ``cleanness`` whose captions ``agreement``
+        holds (needed only where the split uses agreement)."""
+        posterior = self.first.posterior(cleanness)
+        if self.second is None:
+            return posterior
+        if agreement is None:
+            raise ValueError("this split weighs caption agreement; pass the pairs' CaptionAgreement")
+        relative, confidence = agreement.relative(posterior)
+        combined = _combined(
+            np.asarray(cleanness, dtype=np.float64), relative, confidence, self.weight, self.combination
+        )
+        return self.second.posterior(combined)
+
+    def to_params(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The split as plain data: JSON-able settings and named arrays."""
+        settings: dict[str, Any] = {"weight": self.weight, "combination": self.combination}
+        arrays: dict[str, np.ndarray] = {}
+        for name, mapping in (("first", self.first), ("second", self.second)):
+            if mapping is None:
+                settings[name] = None
+                continue
+            settings[name], parts = mapping.to_params()
+            arrays.update({f"{name}.{k}": v for k, v in parts.items()})
+        return settings, arrays
+
+    @classmethod
+    def from_params(cls, settings: dict[str, Any], arrays: dict[str, np.ndarray]) -> AgreementSplit:
+        """Rebuild a split from :meth:`to_params`' output (``ParameterError`` when malformed)."""
+        from cleanpairs.core.mixture import PosteriorMap
+
+        try:
+            maps = {
+                name: None
+                if settings[name] is None
+                else PosteriorMap.from_params(
+                    settings[name],
+                    {k[len(name) + 1 :]: v for k, v in arrays.items() if k.startswith(name + ".")},
+                )
+                for name in ("first", "second")
+            }
+            combination = settings["combination"]
+            if combination is not None:
+                combination = tuple(float(v) for v in combination)
+                if len(combination) != 4:
+                    raise ParameterError("a fitted split's combination must hold 4 numbers")
+            first = maps["first"]
+            if first is None:
+                raise ParameterError("a fitted split lacks its first map")
+            return cls(first, maps["second"], combination, float(settings["weight"]))
+        except KeyError as err:
+            raise ParameterError(f"a fitted split lacks {err.args[0]!r}") from None
 
 
 def _discriminant(x: np.ndarray, p: np.ndarray) -> tuple[float, float] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -38,6 +40,50 @@ class ProjectionHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.shortcut(x) if self.mlp is None else self.shortcut(x) + self.mlp(x)
         return nn.functional.normalize(y, dim=-1)
+
+
+class UnitNorm(nn.Module):
+    """A head without weights: rows put on the unit sphere (TSVC's Assistant leaves captions in
+    their encoder's space)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(x, dim=-1)
+
+
+def head_spec(head: nn.Module) -> dict[str, Any]:
+    """What :func:`build_head` needs to make ``head`` again (its weights aside), as plain data.
+
+    Raises
+    ------
+    TypeError
+        ``head`` is neither a :class:`ProjectionHead` nor a :class:`UnitNorm`.
+    """
+    if isinstance(head, UnitNorm):
+        return {"kind": "unit"}
+    if isinstance(head, ProjectionHead):
+        hidden = head.mlp[0].out_features if head.mlp is not None else 0
+        return {
+            "kind": "projection",
+            "d_in": head.shortcut.in_features,
+            "d_out": head.shortcut.out_features,
+            "hidden": hidden,
+        }
+    raise TypeError(f"no spec for a head of type {type(head).__name__}")
+
+
+def build_head(spec: dict[str, Any]) -> nn.Module:
+    """An untrained head of the make ``spec`` (from :func:`head_spec`) describes.
+
+    Raises
+    ------
+    KeyError, ValueError
+        ``spec`` lacks a size or names an unknown kind.
+    """
+    if spec["kind"] == "unit":
+        return UnitNorm()
+    if spec["kind"] == "projection":
+        return ProjectionHead(int(spec["d_in"]), int(spec["d_out"]), int(spec["hidden"]))
+    raise ValueError(f"unknown head kind {spec['kind']!r}")
 
 
 class TorchHeads(Heads):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -34,11 +35,33 @@ def gmm_clean_posterior(
     numpy.ndarray
         float32, one posterior in [0, 1] per value.
     """
+    return fit_gmm_split(
+        values, seed=seed, higher_is_clean=higher_is_clean, max_iter=max_iter, tol=tol, reg_covar=reg_covar
+    )[0]
+
+
+def fit_gmm_split(
+    values: np.ndarray,
+    *,
+    seed: int = 0,
+    higher_is_clean: bool = True,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-4,
+) -> tuple[np.ndarray, PosteriorMap]:
+    """:func:`gmm_clean_posterior` and the fitted map that gives other values their posterior.
+
+    Returns
+    -------
+    tuple
+        The float32 posterior of ``values`` and the :class:`PosteriorMap` of the split.
+    """
     x = np.asarray(values, dtype=np.float64)
     span = np.ptp(x) if len(x) else 0.0
     if len(x) < 2 or span <= 1e-12:
-        return np.ones(len(x), dtype=np.float32)
-    x = ((x - x.min()) / span).reshape(-1, 1)
+        return np.ones(len(x), dtype=np.float32), PosteriorMap.constant()
+    low = float(x.min())
+    x = ((x - low) / span).reshape(-1, 1)
     gmm = GaussianMixture(
         n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed
     )
@@ -46,7 +69,14 @@ def gmm_clean_posterior(
     means = gmm.means_.ravel()
     clean = int(np.argmax(means) if higher_is_clean else np.argmin(means))
     posterior = gmm.predict_proba(x)[:, clean]
-    return ranked_posterior(posterior, x.ravel(), higher_is_clean=higher_is_clean)
+    components = {
+        "means": means.astype(np.float64),
+        "variances": gmm.covariances_.reshape(2).astype(np.float64),
+        "weights": gmm.weights_.astype(np.float64),
+    }
+    return _ranked_split(
+        posterior, x.ravel(), "gaussian", components, clean, higher_is_clean, low=low, span=float(span)
+    )
 
 
 RANK_SHARE = 1e-2
@@ -73,16 +103,206 @@ def ranked_posterior(
         float32 in [0, 1], one per pair, in the order given.
     """
     p = np.asarray(posterior, dtype=np.float64).ravel()
+    if len(p) < 2:
+        return p.astype(np.float32)
+    fitted, rank = _ranked_parts(p, statistic, higher_is_clean)
+    return _blend(fitted, rank, share)
+
+
+def _ranked_parts(
+    posterior: np.ndarray, statistic: np.ndarray, higher_is_clean: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The isotonic fit of ``posterior`` in cleanness and each value's rank share, in input order."""
+    p = np.asarray(posterior, dtype=np.float64).ravel()
     cleanness = np.asarray(statistic, dtype=np.float64).ravel()
     if not higher_is_clean:
         cleanness = -cleanness
-    if len(p) < 2:
-        return p.astype(np.float32)
     order = np.argsort(cleanness, kind="stable")
     fitted = np.empty_like(p)
     fitted[order] = isotonic_regression(p[order], y_min=0.0, y_max=1.0, increasing=True)
     rank = (stats.rankdata(cleanness, method="average") - 1) / (len(p) - 1)
+    return fitted, rank
+
+
+def _blend(fitted: np.ndarray, rank: np.ndarray, share: float) -> np.ndarray:
     return np.clip((1 - share) * fitted + share * rank, 0.0, 1.0).astype(np.float32)
+
+
+MAX_KNOTS = 4096
+"""Most statistic values a :class:`PosteriorMap` keeps of its fit sample (a quantile sketch beyond)."""
+
+
+@dataclass(frozen=True, eq=False)
+class PosteriorMap:
+    """A fitted split, kept so that values the mixture was not fitted on get their posterior.
+
+    A value ``v`` is scaled as the fit sample was (``x = (sign * v - low) / span``, clipped to
+    ``[clip, 1 - clip]`` for a beta mixture), given the mixture's clean posterior from the kept
+    component parameters, held between the isotonic posteriors of the two fit values around it
+    (``knots``, ``levels``: the monotone fit of :func:`ranked_posterior`, so a tail that rose
+    against the rest at fit time stays pooled), and given ``share`` of its rank among the fit
+    values, interpolated between the knots' ranks (``ranks``). On a fit value this is exactly the
+    posterior the fit gave it (up to ties pooled at a knot, or a fit sample larger than
+    :data:`MAX_KNOTS`, whose knots are then its quantiles). Values outside the fit sample's range
+    take the end knot's posterior. Every value is mapped on its own: no other value of a call
+    changes it.
+
+    Attributes
+    ----------
+    mixture : str
+        ``"gaussian"``, ``"beta"``, or ``"none"`` (the fit sample had no spread: posterior 1).
+    components : dict of numpy.ndarray
+        ``means``, ``variances``, ``weights`` (Gaussian) or ``alphas``, ``betas``, ``weights``
+        (beta), each shape (2,).
+    clean : int
+        The clean component.
+    """
+
+    mixture: str
+    components: dict[str, np.ndarray]
+    clean: int
+    higher_is_clean: bool
+    low: float
+    span: float
+    clip: float
+    sign: float
+    knots: np.ndarray
+    levels: np.ndarray
+    ranks: np.ndarray
+    share: float = RANK_SHARE
+
+    @classmethod
+    def constant(cls) -> PosteriorMap:
+        """The split of a statistic without spread: every value is clean."""
+        empty = np.zeros(0)
+        return cls("none", {}, 0, True, 0.0, 1.0, 0.0, 1.0, empty, empty, empty)
+
+    def negated(self) -> PosteriorMap:
+        """This map as a function of ``-v``: for a split fitted on a loss and applied to its negative."""
+        return replace(self, sign=-self.sign)
+
+    def scaled(self, values: np.ndarray) -> np.ndarray:
+        """``values`` on the axis the mixture was fitted on."""
+        x = (self.sign * np.asarray(values, dtype=np.float64).ravel() - self.low) / self.span
+        return np.clip(x, self.clip, 1 - self.clip) if self.clip > 0 else x
+
+    def raw_posterior(self, x: np.ndarray) -> np.ndarray:
+        """The mixture's clean posterior of scaled values ``x``, before the isotonic hold."""
+        if self.mixture == "beta":
+            c = self.components
+            return BetaMixture(c["alphas"], c["betas"], c["weights"]).posterior(x)[:, self.clean]
+        c = self.components
+        with np.errstate(divide="ignore"):
+            logl = (
+                np.log(c["weights"])
+                - 0.5 * np.log(2 * np.pi * c["variances"])
+                - (x.reshape(-1, 1) - c["means"]) ** 2 / (2 * c["variances"])
+            )
+        return _responsibilities(logl)[:, self.clean]
+
+    def posterior(self, values: np.ndarray) -> np.ndarray:
+        """The clean posterior of each value, float32 in [0, 1]."""
+        x = self.scaled(values)
+        if self.mixture == "none":
+            return np.ones(len(x), dtype=np.float32)
+        last = len(self.knots) - 1
+        left = np.clip(np.searchsorted(self.knots, x, side="right") - 1, 0, last)
+        right = np.clip(np.searchsorted(self.knots, x, side="left"), 0, last)
+        low = np.minimum(self.levels[left], self.levels[right])
+        high = np.maximum(self.levels[left], self.levels[right])
+        held = np.clip(self.raw_posterior(x), low, high)
+        return _blend(held, np.interp(x, self.knots, self.ranks), self.share)
+
+    def to_params(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The map as plain data: JSON-able settings (the mixture's parameters among them) and the
+        knots as named float64 arrays."""
+        settings = {
+            "mixture": self.mixture,
+            "components": {k: [float(x) for x in v] for k, v in self.components.items()},
+            "clean": self.clean,
+            "higher_is_clean": self.higher_is_clean,
+            "low": self.low,
+            "span": self.span,
+            "clip": self.clip,
+            "sign": self.sign,
+            "share": self.share,
+        }
+        return settings, {"knots": self.knots, "levels": self.levels, "ranks": self.ranks}
+
+    @classmethod
+    def from_params(cls, settings: dict[str, Any], arrays: dict[str, np.ndarray]) -> PosteriorMap:
+        """Rebuild a map from :meth:`to_params`' output.
+
+        Raises
+        ------
+        ParameterError
+            A setting or array is missing or malformed.
+        """
+        names = {
+            "none": (),
+            "gaussian": ("means", "variances", "weights"),
+            "beta": ("alphas", "betas", "weights"),
+        }
+        try:
+            mixture = str(settings["mixture"])
+            if mixture not in names:
+                raise ParameterError(f"unknown mixture {mixture!r}")
+            components = {k: _float_array(settings["components"][k], (2,)) for k in names[mixture]}
+            knots = _float_array(arrays["knots"])
+            levels, ranks = (_float_array(arrays[k], knots.shape) for k in ("levels", "ranks"))
+            if mixture != "none" and (len(knots) == 0 or np.any(np.diff(knots) <= 0)):
+                raise ParameterError("knots must be increasing")
+            return cls(
+                mixture,
+                components,
+                int(settings["clean"]),
+                bool(settings["higher_is_clean"]),
+                float(settings["low"]),
+                float(settings["span"]),
+                float(settings["clip"]),
+                float(settings["sign"]),
+                knots,
+                levels,
+                ranks,
+                float(settings["share"]),
+            )
+        except KeyError as err:
+            raise ParameterError(f"a fitted split lacks {err.args[0]!r}") from None
+
+
+def _float_array(value: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != 1 or (shape is not None and arr.shape != shape) or not np.isfinite(arr).all():
+        expected = shape or "(k,)"
+        raise ParameterError(f"a fitted split's array has shape {arr.shape}; expected {expected}, all finite")
+    return arr
+
+
+def _ranked_split(
+    posterior: np.ndarray,
+    x: np.ndarray,
+    mixture: str,
+    components: dict[str, np.ndarray],
+    clean: int,
+    higher_is_clean: bool,
+    *,
+    low: float,
+    span: float,
+    clip: float = 0.0,
+) -> tuple[np.ndarray, PosteriorMap]:
+    """:func:`ranked_posterior` of a mixture's raw ``posterior`` over scaled values ``x``, and its map."""
+    fitted, rank = _ranked_parts(posterior, x, higher_is_clean)
+    knots, where, counts = np.unique(x, return_inverse=True, return_counts=True)
+    # Tied values share a rank; the isotonic fit may still split a tie between two pools.
+    levels = np.bincount(where, weights=fitted) / counts
+    ranks = np.bincount(where, weights=rank) / counts
+    if len(knots) > MAX_KNOTS:
+        keep = np.unique(np.linspace(0, len(knots) - 1, MAX_KNOTS).round().astype(np.int64))
+        knots, levels, ranks = knots[keep], levels[keep], ranks[keep]
+    mapping = PosteriorMap(
+        mixture, components, clean, higher_is_clean, low, span, clip, 1.0, knots, levels, ranks
+    )
+    return _blend(fitted, rank, RANK_SHARE), mapping
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,18 +479,69 @@ def bmm_clean_posterior(
     numpy.ndarray
         float32, one posterior in [0, 1] per value.
     """
+    return fit_bmm_split(values, higher_is_clean=higher_is_clean, max_iter=max_iter)[0]
+
+
+def fit_bmm_split(
+    values: np.ndarray, *, higher_is_clean: bool = True, max_iter: int = 20
+) -> tuple[np.ndarray, PosteriorMap]:
+    """:func:`bmm_clean_posterior` and the fitted map that gives other values their posterior."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if not np.isfinite(x).all():
         raise ParameterError("values must be finite")
     span = np.ptp(x) if len(x) else 0.0
     if len(x) < 2 or span <= 1e-12:
-        return np.ones(len(x), dtype=np.float32)
+        return np.ones(len(x), dtype=np.float32), PosteriorMap.constant()
     eps = 1e-4
-    x = np.clip((x - x.min()) / span, eps, 1 - eps)
+    low = float(x.min())
+    x = np.clip((x - low) / span, eps, 1 - eps)
     bmm = BetaMixture.fit(x, max_iter=max_iter, eps=eps)
     means = bmm.means()
     clean = int(np.argmax(means) if higher_is_clean else np.argmin(means))
-    return ranked_posterior(bmm.posterior(x)[:, clean], x, higher_is_clean=higher_is_clean)
+    return beta_split(bmm, clean, x, higher_is_clean, low=low, span=float(span), clip=eps)
+
+
+def beta_split(
+    bmm: BetaMixture,
+    clean: int,
+    x: np.ndarray,
+    higher_is_clean: bool,
+    *,
+    low: float = 0.0,
+    span: float = 1.0,
+    clip: float,
+) -> tuple[np.ndarray, PosteriorMap]:
+    """The ranked clean posterior of scaled values ``x`` under a fitted beta mixture, and its map.
+
+    ``low``, ``span`` and ``clip`` say how ``x`` was made from the statistic (MSCN's scores are
+    already in (0, 1): clipped only)."""
+    components = {"alphas": bmm.alphas, "betas": bmm.betas, "weights": bmm.weights}
+    posterior = bmm.posterior(x)[:, clean]
+    scale = {"low": low, "span": span, "clip": clip}
+    return _ranked_split(posterior, x, "beta", components, clean, higher_is_clean, **scale)
+
+
+def quantile_knots(source: np.ndarray, target: np.ndarray, size: int = MAX_KNOTS) -> np.ndarray:
+    """Knots of the monotone map that carries the distribution of ``source`` onto that of ``target``.
+
+    Both are samples of one set of pairs (two statistics of the same pairs); the map sends the
+    ``q``-quantile of ``source`` to the ``q``-quantile of ``target``, at up to ``size`` quantiles.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2, k)`` float64: increasing source values, and the non-decreasing target values they map to.
+    """
+    q = np.linspace(0.0, 1.0, min(size, max(len(source), 2)))
+    x, y = np.quantile(np.asarray(source, np.float64), q), np.quantile(np.asarray(target, np.float64), q)
+    x, where = np.unique(x, return_inverse=True)
+    return np.stack([x, np.bincount(where, weights=y) / np.bincount(where)])
+
+
+def map_quantiles(values: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """``values`` carried through the map of :func:`quantile_knots` (linear between knots, held at
+    the ends), float32."""
+    return np.interp(np.asarray(values, np.float64), knots[0], knots[1]).astype(np.float32)
 
 
 def clean_subset(posterior: np.ndarray, threshold: float, minimum: int) -> np.ndarray:

@@ -4,11 +4,27 @@ Importing this package is light: the methods' declarations (:mod:`cleanpairs.met
 are data, and a method's trainer (with torch) is imported by :func:`get_method` when asked for.
 """
 
-from cleanpairs.methods.base import Heads, MethodSpec, PairEmbeddings, PairScorer, PairScores, Param
-from cleanpairs.methods.registry import DEFAULT_METHOD, available_methods, get_method, get_spec, register
+from cleanpairs.methods.base import (
+    FittedState,
+    Heads,
+    MethodSpec,
+    PairEmbeddings,
+    PairScorer,
+    PairScores,
+    Param,
+)
+from cleanpairs.methods.registry import (
+    DEFAULT_METHOD,
+    available_methods,
+    get_method,
+    get_spec,
+    load_scorer,
+    register,
+)
 
 __all__ = [
     "DEFAULT_METHOD",
+    "FittedState",
     "Heads",
     "MethodSpec",
     "PairEmbeddings",
@@ -18,5 +34,6 @@ __all__ = [
     "available_methods",
     "get_method",
     "get_spec",
+    "load_scorer",
     "register",
 ]

@@ -3,18 +3,65 @@
 
 The types it takes and returns live in :mod:`cleanpairs.contract` (below the core) and are
 re-exported here. Nothing here imports torch: the CLI checks a method's name and parameters
-with this module alone, before any heavy import."""
+with this module alone, before any heavy import. A fitted scorer keeps what scoring other pairs
+needs in a :class:`FittedState`; :meth:`PairScorer.fitted_state` turns it into plain data (a
+JSON-able manifest and named tensors) and :meth:`PairScorer.from_fitted_state` makes a scorer of
+it again (those import torch when called).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from cleanpairs.contract import Heads, PairEmbeddings, PairScores, Param
-from cleanpairs.errors import NotFittedError, ParameterError
+from cleanpairs.errors import InputError, NotFittedError, ParameterError
 
-__all__ = ["Heads", "MethodSpec", "PairEmbeddings", "PairScorer", "PairScores", "Param", "head_params"]
+if TYPE_CHECKING:  # torch and the core's fitted pieces load only when a scorer is fit or rebuilt
+    import torch
+    from torch import nn
+
+    from cleanpairs.core.agreement import AgreementSplit
+    from cleanpairs.core.reference import NegativeSample
+
+__all__ = [
+    "FittedState",
+    "Heads",
+    "MethodSpec",
+    "PairEmbeddings",
+    "PairScorer",
+    "PairScores",
+    "Param",
+    "head_params",
+]
+
+
+@dataclass(eq=False)
+class FittedState:
+    """What a fitted method keeps to score pairs it was not fit on.
+
+    Attributes
+    ----------
+    modules
+        Named trained networks (heads; MSCN's meta-net), on the scorer's device.
+    splits
+        Named fitted splits: statistic -> clean posterior, with their mixtures' parameters.
+    reference
+        The fit corpus's sample that statistics against negatives are measured on, if any.
+    arrays
+        Other named arrays.
+    scalars
+        Other JSON-able values (numbers the fit measured on its corpus).
+    """
+
+    modules: dict[str, nn.Module]
+    splits: dict[str, AgreementSplit]
+    reference: NegativeSample | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    scalars: dict[str, Any] = field(default_factory=dict)
 
 
 def head_params(batch_size: int = 256, batch_doc: str = "pairs per batch") -> dict[str, Param]:
@@ -149,15 +196,194 @@ class PairScorer:
                 "pass one with --meta trusted.parquet, or --meta-keys keys.txt for rows of the corpus itself"
             )
         self.trusted = trusted
+        from cleanpairs.device import resolve_device
+
         self.params_ = self.get_params()
+        self.device_ = resolve_device(self.device)
+        self.sizes_ = {
+            "d_image": int(pairs.images.shape[1]),
+            "d_text": int(pairs.texts.shape[1]),
+            "aligned": bool(pairs.aligned),
+            "fit_pairs": len(pairs),
+            "fit_images": len(pairs.images),
+        }
         self.scores_ = self._fit(pairs, **self.params_)
         return self
 
     def score(self) -> PairScores:
         """The per-pair scores of the corpus given to ``fit``, in its order."""
         if not hasattr(self, "scores_"):
+            if hasattr(self, "state_"):
+                raise NotFittedError(
+                    f"{type(self).__name__} was rebuilt from a fitted state and holds no fit corpus; "
+                    "score pairs with score_pairs()"
+                )
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
         return self.scores_
 
+    def score_pairs(self, pairs: PairEmbeddings) -> PairScores:
+        """Score ``pairs`` (any pairs embedded like the fit corpus) with the fitted state.
+
+        Each method computes the statistic it splits on with its final networks and maps it
+        through the mixture fitted in ``fit`` (``docs/methods.md``, "Scoring unseen pairs").
+        A pair's scores do not depend on the other pairs of the call, except where the method
+        measures a caption against the other captions of its image (``image_index``).
+        ``rematch_index`` is -1 throughout: rematching across shards is a step of its own.
+
+        Raises
+        ------
+        NotFittedError
+            The scorer was neither fitted nor rebuilt from a fitted state.
+        ParameterError
+            The embeddings' sizes are not those the scorer was fit on.
+        """
+        if not hasattr(self, "state_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
+        expected = (self.sizes_["d_image"], self.sizes_["d_text"])
+        if (pairs.images.shape[1], pairs.texts.shape[1]) != expected:
+            raise ParameterError(
+                f"{self.name} was fit on {expected[0]}-d images and {expected[1]}-d texts; "
+                f"these pairs have {pairs.images.shape[1]}-d and {pairs.texts.shape[1]}-d"
+            )
+        if len(pairs) == 0:
+            empty = np.zeros(0, np.float32)
+            return PairScores.without_rematch(empty, empty, empty, heads=self._heads())
+        scores = self._score_pairs(pairs)
+        scores.heads = self._heads()
+        return scores
+
+    def fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The fitted scorer as plain data: a JSON-able manifest and named CPU tensors.
+
+        The manifest holds the method's name, parameters and seed, the fit corpus's sizes, how
+        each network is built, each split's mixture parameters and settings, and other scalars;
+        the tensors hold the networks' weights (``modules.NAME.PARAM``), the splits' isotonic
+        knots (``splits.NAME.*``), the reference sample (``reference.*``) and other arrays
+        (``arrays.*``).
+        """
+        import torch
+
+        if not hasattr(self, "state_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
+        state: FittedState = self.state_
+        tensors: dict[str, torch.Tensor] = {}
+
+        def put(prefix: str, arrays: dict[str, Any]) -> None:
+            for key, value in arrays.items():
+                if not isinstance(value, torch.Tensor):
+                    value = torch.from_numpy(np.ascontiguousarray(value))
+                tensors[f"{prefix}.{key}"] = value.detach().cpu().clone()
+
+        for name, module in state.modules.items():
+            put(f"modules.{name}", module.state_dict())
+        splits = {}
+        for name, split in state.splits.items():
+            splits[name], arrays = split.to_params()
+            put(f"splits.{name}", arrays)
+        if state.reference is not None:
+            put("reference", state.reference.to_arrays())
+        put("arrays", state.arrays)
+        manifest = {
+            "method": self.name,
+            "params": dict(self.params_),
+            "seed": self.seed,
+            "sizes": dict(self.sizes_),
+            "modules": {name: self._module_spec(module) for name, module in state.modules.items()},
+            "splits": splits,
+            "reference": state.reference is not None,
+            "arrays": sorted(state.arrays),
+            "scalars": dict(state.scalars),
+        }
+        return manifest, tensors
+
+    @classmethod
+    def from_fitted_state(
+        cls, manifest: dict[str, Any], tensors: dict[str, Any], *, device: str = "auto"
+    ) -> PairScorer:
+        """A scorer rebuilt from :meth:`fitted_state`'s output; its :meth:`score_pairs` scores as
+        the fitted one's did. Tensors may be torch tensors or numpy arrays.
+
+        Raises
+        ------
+        InputError
+            The manifest is of another method, or the manifest and tensors do not make a
+            fitted scorer of this method (one line saying what is missing or wrong).
+        """
+        import torch
+
+        from cleanpairs.core.agreement import AgreementSplit
+        from cleanpairs.core.reference import NegativeSample
+        from cleanpairs.device import resolve_device
+
+        method = manifest.get("method")
+        if method != cls.name:
+            raise InputError(f"the fitted scorer is a {method!r} scorer, not {cls.name!r}")
+        try:
+            scorer = cls(seed=int(manifest["seed"]), device=device, **manifest["params"])
+            scorer.params_ = scorer.get_params()
+            scorer.device_ = resolve_device(device)
+            scorer.sizes_ = dict(manifest["sizes"])
+
+            def part(prefix: str) -> dict[str, Any]:
+                start = len(prefix) + 1
+                return {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+            def array(value: Any) -> np.ndarray:
+                return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+            modules = {}
+            for name, spec in manifest["modules"].items():
+                module = cls._build_module(spec)
+                weights = {k: torch.as_tensor(v) for k, v in part(f"modules.{name}").items()}
+                missing, unexpected = module.load_state_dict(weights, strict=False)
+                if missing:
+                    raise KeyError(f"modules.{name}.{missing[0]}")
+                if unexpected:
+                    raise ValueError(f"modules.{name}.{unexpected[0]} is not a weight of that network")
+                modules[name] = module.to(scorer.device_).eval()
+            splits = {
+                name: AgreementSplit.from_params(
+                    settings, {k: array(v) for k, v in part(f"splits.{name}").items()}
+                )
+                for name, settings in manifest["splits"].items()
+            }
+            reference = None
+            if manifest["reference"]:
+                reference = NegativeSample.from_arrays({k: array(v) for k, v in part("reference").items()})
+            arrays = {name: array(tensors[f"arrays.{name}"]) for name in manifest["arrays"]}
+            scorer.state_ = FittedState(modules, splits, reference, arrays, dict(manifest["scalars"]))
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise InputError(f"the fitted {cls.name} scorer cannot be rebuilt: {_reason(err)}") from None
+        return scorer
+
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:  # pragma: no cover
         raise NotImplementedError
+
+    def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:  # pragma: no cover
+        raise NotImplementedError
+
+    def _heads(self) -> Heads | None:
+        """The heads scored pairs are embedded with (``None``: the encoder's own space)."""
+        return None
+
+    @staticmethod
+    def _module_spec(module: nn.Module) -> dict[str, Any]:
+        """How a kept network is built; methods with networks other than heads extend it."""
+        from cleanpairs.core.heads import head_spec
+
+        return head_spec(module)
+
+    @staticmethod
+    def _build_module(spec: dict[str, Any]) -> nn.Module:
+        """An untrained network from :meth:`_module_spec`'s description."""
+        from cleanpairs.core.heads import build_head
+
+        return build_head(spec)
+
+
+def _reason(err: Exception) -> str:
+    """One line of why a fitted state did not load (torch's shape errors run to several lines)."""
+    if isinstance(err, KeyError):
+        return f"lacks {err.args[0]!r}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    return next((line for line in lines if line.startswith("size mismatch")), lines[0])

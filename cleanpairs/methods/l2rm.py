@@ -28,6 +28,9 @@ the same posterior (L2RM corrects targets of the noisy batch, not a per-pair lab
 ``cp_similarity`` the heads' cosine. ``cp_rematch_key`` / ``cp_rematch_score`` come from one
 corpus-scale partial transport over the pairs taken as noisy in the trained heads' space
 (:func:`cleanpairs.core.rematch.rematch_pairs`).
+
+Pairs the method was not fit on are measured against a fixed sample of the fit corpus (instead of
+a fresh sample or a batch) and split by the last epoch's mixture; they are not rematched.
 """
 
 from __future__ import annotations
@@ -39,13 +42,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from cleanpairs.contract import Heads
+from cleanpairs.core.agreement import AgreementSplit
+from cleanpairs.core.heads import TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, matching_probabilities
-from cleanpairs.core.mixture import bmm_clean_posterior
+from cleanpairs.core.mixture import PosteriorMap, bmm_clean_posterior, fit_bmm_split
+from cleanpairs.core.reference import (
+    NegativeSample,
+    cosine_statistic,
+    hinge_statistic,
+    info_nce_statistic,
+    reference_statistic,
+)
 from cleanpairs.core.rematch import rematch_in_shared_space
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.methods import specs
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
+from cleanpairs.methods.base import FittedState, PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 TARGET_FLOOR = 1e-10
@@ -81,6 +94,11 @@ def clean_posterior(losses: np.ndarray) -> np.ndarray:
     """The split: posterior of the low-loss component of a 2-component beta mixture over
     min-max scaled losses (10 EM iterations, as the official ``BMM_pred``)."""
     return bmm_clean_posterior(losses, higher_is_clean=False, max_iter=10)
+
+
+def fit_clean_posterior(losses: np.ndarray) -> tuple[np.ndarray, PosteriorMap]:
+    """:func:`clean_posterior` and its fitted map (of the losses)."""
+    return fit_bmm_split(losses, higher_is_clean=False, max_iter=10)
 
 
 def split_clean(posterior: np.ndarray, threshold: float) -> np.ndarray:
@@ -252,7 +270,12 @@ class L2RMScorer(PairScorer):
                     loss, np.flatnonzero(clean), lr=lr_at(warmup + epoch, config.lr, params["lr_step"])
                 )
                 self.epoch_done(warmup + epoch, model.heads)
-            p_clean = self._split(model, params)
+            p_clean, mapping = fit_clean_posterior(self._losses(model, params))
+        self.state_ = FittedState(
+            {"image": model.image_head, "text": model.text_head},
+            {"p_clean": AgreementSplit.plain(mapping)},
+            NegativeSample.draw(pairs, seed=self.seed),
+        )
         soft_label = p_clean.copy()
         state.update(p_clean=p_clean)
         heads = model.heads()
@@ -273,12 +296,31 @@ class L2RMScorer(PairScorer):
         )
 
     @staticmethod
-    def _split(model: HeadTrainer, params: dict[str, Any]) -> np.ndarray:
+    def _losses(model: HeadTrainer, params: dict[str, Any]) -> np.ndarray:
+        """The split statistic of every pair under the model as it stands."""
         if params["loss"] == "hinge":
-            losses = model.pair_statistic(lambda b: per_pair_hinge(b, params["margin"]))
+            return model.pair_statistic(lambda b: per_pair_hinge(b, params["margin"]))
+        return model.corpus_loss(params["temperature"])
+
+    @staticmethod
+    def _split(model: HeadTrainer, params: dict[str, Any]) -> np.ndarray:
+        return clean_posterior(L2RMScorer._losses(model, params))
+
+    def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
+        """Each pair's loss against the fit corpus's sample through the last epoch's mixture."""
+        params, state = self.params_, self.state_
+        heads = state.modules["image"], state.modules["text"]
+        if params["loss"] == "hinge":
+            statistic = hinge_statistic(params["margin"])
         else:
-            losses = model.corpus_loss(params["temperature"])
-        return clean_posterior(losses)
+            statistic = info_nce_statistic(params["temperature"])
+        losses = reference_statistic(*heads, pairs, state.reference, statistic, device=self.device_)
+        p_clean = state.splits["p_clean"].posterior(losses)
+        similarity = reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_)
+        return PairScores.without_rematch(p_clean, p_clean, similarity)
+
+    def _heads(self) -> Heads:
+        return TorchHeads(self.state_.modules["image"], self.state_.modules["text"], self.device_)
 
     @staticmethod
     def _training_loss(

@@ -23,7 +23,8 @@ and for ``meta_warmup_steps`` more steps once it ends, so that the first purific
 has a calibrated meta-net.
 
 ``cp_p_clean`` is the beta mixture's clean posterior after the last epoch, ``cp_soft_label``
-the meta-net's corrected correspondence, ``cp_similarity`` the heads' cosine.
+the meta-net's corrected correspondence, ``cp_similarity`` the heads' cosine. A pair the method
+was not fit on gets the final meta-net's corrected score, through the last purification's mixture.
 """
 
 from __future__ import annotations
@@ -38,13 +39,17 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from cleanpairs.contract import Heads
+from cleanpairs.core.agreement import AgreementSplit
+from cleanpairs.core.heads import TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
-from cleanpairs.core.mixture import BetaMixture, clean_subset, ranked_posterior
+from cleanpairs.core.mixture import BetaMixture, PosteriorMap, beta_split, clean_subset
+from cleanpairs.core.reference import cosine_statistic, reference_statistic
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.errors import ParameterError
 from cleanpairs.methods import specs
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
+from cleanpairs.methods.base import FittedState, PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 SCORE_EPS = 1e-3
@@ -70,6 +75,10 @@ class MetaSimilarityNet(nn.Module):
         self.scale = nn.Parameter(torch.tensor(scale))
         self.shift = nn.Parameter(torch.tensor(0.0))
         self.norm = math.sqrt(d_in)
+
+    def spec(self) -> dict[str, Any]:
+        """Its sizes, to build it again (:meth:`MSCNScorer._build_module`)."""
+        return {"kind": "meta", "d_in": self.hidden.in_features, "hidden": self.hidden.out_features}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         cosine = features.sum(dim=-1) / self.norm
@@ -203,21 +212,24 @@ def meta_update(
 @torch.no_grad()
 def corrected_scores(
     meta_net: MetaSimilarityNet,
-    model: HeadTrainer,
+    model: HeadTrainer | tuple[nn.Module, nn.Module],
     images: torch.Tensor,
     texts: torch.Tensor,
     image_index: torch.Tensor,
     *,
     block: int = 8192,
 ) -> np.ndarray:
-    """The meta-net's corrected score of each pair (text ``i`` with image ``image_index[i]``), float32."""
-    model.image_head.eval()
-    model.text_head.eval()
-    image = model.image_head(images)
+    """The meta-net's corrected score of each pair (text ``i`` with image ``image_index[i]``), float32.
+
+    ``model`` is the trainer, or its image and text heads."""
+    image_head, text_head = (model.image_head, model.text_head) if isinstance(model, HeadTrainer) else model
+    image_head.eval()
+    text_head.eval()
+    image = image_head(images)
     out = []
     for start in range(0, len(texts), block):
         rows = slice(start, start + block)
-        out.append(meta_net(similarity_features(image[image_index[rows]], model.text_head(texts[rows]))))
+        out.append(meta_net(similarity_features(image[image_index[rows]], text_head(texts[rows]))))
     return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)
 
 
@@ -238,7 +250,7 @@ def purify(
     *,
     max_iter: int = 10,
     tol: float = 1e-2,
-) -> tuple[np.ndarray, BetaMixture]:
+) -> tuple[np.ndarray, PosteriorMap]:
     """Clean posterior of every pair from a beta mixture over the corrected scores.
 
     The meta data is the prior: the noisy component starts as a beta fit to the meta
@@ -249,7 +261,8 @@ def purify(
     Returns
     -------
     tuple
-        ``(n,)`` float32 clean posterior, and the fitted mixture.
+        ``(n,)`` float32 clean posterior, and the fitted map (the mixture's parameters with it)
+        that gives other scores theirs.
     """
     x = np.clip(np.asarray(scores, dtype=np.float64), SCORE_EPS, 1 - SCORE_EPS)
     clean_prior = np.clip(np.asarray(meta_clean, np.float64), SCORE_EPS, 1 - SCORE_EPS)
@@ -276,7 +289,7 @@ def purify(
             weights=mass / mass.sum(),
         )
     clean = int(np.argmax(mixture.means()))
-    return ranked_posterior(mixture.posterior(x)[:, clean], x, higher_is_clean=True), mixture
+    return beta_split(mixture, clean, x, higher_is_clean=True, clip=SCORE_EPS)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -335,8 +348,12 @@ class MSCNScorer(PairScorer):
                     loss = self._bilevel_loss(model, meta_net, meta_optimizer, meta, rng, lr, params)
                 model.run_epoch(loss, subset, lr=lr)
                 self.epoch_done(epoch, model.heads)
-            p_clean = self._purify(model, meta_net, meta, rng, params)
+            p_clean, mapping = self._fit_purify(model, meta_net, meta, rng)
             soft_label = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
+        self.state_ = FittedState(
+            {"image": model.image_head, "text": model.text_head, "meta": meta_net},
+            {"p_clean": AgreementSplit.plain(mapping)},
+        )
         state.update(p_clean=p_clean, soft_label=soft_label)
         return PairScores.without_rematch(
             p_clean,
@@ -359,13 +376,49 @@ class MSCNScorer(PairScorer):
         params: dict[str, Any],
     ) -> np.ndarray:
         """The clean posterior of every pair, the mixture started from the meta data's scores."""
+        return MSCNScorer._fit_purify(model, meta_net, meta, rng)[0]
+
+    @staticmethod
+    def _fit_purify(
+        model: HeadTrainer, meta_net: MetaSimilarityNet, meta: MetaData, rng: np.random.Generator
+    ) -> tuple[np.ndarray, PosteriorMap]:
+        """:meth:`_purify`, and the fitted map of the corrected scores."""
         corpus = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
         images, texts, labels = meta.batch(2 * len(meta.trusted), rng)
         own = torch.arange(len(texts), device=model.device)
         prior = corrected_scores(meta_net, model, images, texts, own)
         labels_np = labels.cpu().numpy()
-        posterior, _ = purify(corpus, prior[labels_np > 0.5], prior[labels_np < 0.5])
-        return posterior
+        return purify(corpus, prior[labels_np > 0.5], prior[labels_np < 0.5])
+
+    def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
+        """The final meta-net's corrected score of each pair, through the last purification's mixture."""
+        modules = self.state_.modules
+        heads = modules["image"], modules["text"]
+
+        def tensor(x: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(x).to(self.device_)
+
+        scores = corrected_scores(
+            modules["meta"], heads, tensor(pairs.images), tensor(pairs.texts), tensor(pairs.image_index)
+        )
+        p_clean = self.state_.splits["p_clean"].posterior(scores)
+        similarity = reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_)
+        return PairScores.without_rematch(p_clean, np.clip(scores, 0, 1), similarity)
+
+    def _heads(self) -> Heads:
+        return TorchHeads(self.state_.modules["image"], self.state_.modules["text"], self.device_)
+
+    @staticmethod
+    def _module_spec(module: nn.Module) -> dict[str, Any]:
+        if isinstance(module, MetaSimilarityNet):
+            return module.spec()
+        return PairScorer._module_spec(module)
+
+    @staticmethod
+    def _build_module(spec: dict[str, Any]) -> nn.Module:
+        if spec["kind"] == "meta":
+            return MetaSimilarityNet(int(spec["d_in"]), int(spec["hidden"]))
+        return PairScorer._build_module(spec)
 
     @staticmethod
     def _warmup_loss(

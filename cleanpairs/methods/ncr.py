@@ -15,6 +15,10 @@ Two models learn side by side. After a warm-up, every epoch
 
 ``cp_p_clean`` is the mean of the two models' clean posteriors after the last epoch,
 ``cp_soft_label`` the rectified label, ``cp_similarity`` the mean of their cosines.
+
+Pairs the models were not trained on (:meth:`NCRScorer.score_pairs`) are measured against a
+fixed sample of the fit corpus instead of a batch or a fresh sample, and split by the mixtures
+of the last split (:func:`fit_clean_posterior`).
 """
 
 from __future__ import annotations
@@ -26,14 +30,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from cleanpairs.core.agreement import CaptionAgreement
-from cleanpairs.core.heads import AveragedHeads
+from cleanpairs.contract import Heads
+from cleanpairs.core.agreement import AgreementSplit, CaptionAgreement
+from cleanpairs.core.heads import AveragedHeads, TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
-from cleanpairs.core.mixture import gmm_clean_posterior
+from cleanpairs.core.mixture import PosteriorMap, fit_gmm_split, gmm_clean_posterior
+from cleanpairs.core.reference import (
+    NegativeSample,
+    cosine_statistic,
+    hinge_statistic,
+    info_nce_statistic,
+    reference_statistic,
+)
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.methods import specs
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
+from cleanpairs.methods.base import FittedState, PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 
@@ -70,11 +82,38 @@ def clean_posterior(losses: np.ndarray, *, seed: int) -> np.ndarray:
     )
 
 
+def fit_clean_posterior(losses: np.ndarray, *, seed: int) -> tuple[np.ndarray, PosteriorMap]:
+    """:func:`clean_posterior` and its fitted map (of the losses)."""
+    return fit_gmm_split(losses, seed=seed, higher_is_clean=False, max_iter=10, tol=1e-2, reg_covar=5e-4)
+
+
+def split_threshold(posterior: np.ndarray, threshold: float) -> float:
+    """The posterior above which a pair is taken as clean: ``threshold``, or, when no pair would
+    be noisy, the posterior of the least clean 1% (set aside anyway)."""
+    if posterior.min() > threshold:
+        return float(np.sort(posterior)[len(posterior) // 100])
+    return threshold
+
+
 def split_clean(posterior: np.ndarray, threshold: float) -> np.ndarray:
     """Pairs taken as clean; when none would be noisy, the least clean 1% are set aside anyway."""
-    if posterior.min() > threshold:
-        threshold = float(np.sort(posterior)[len(posterior) // 100])
-    return posterior > threshold
+    return posterior > split_threshold(posterior, threshold)
+
+
+def margin_left(cost: np.ndarray, margin: float) -> np.ndarray:
+    """How far half the mean-negative hinge cost stays below the margin, in ``[0, margin]``."""
+    return np.clip(margin - np.asarray(cost, dtype=np.float64) / 2, 0, margin)
+
+
+def correspondence_from_cost(cost: np.ndarray, margin: float, top: float) -> np.ndarray:
+    """:func:`predict_correspondence` of pairs measured against a sample: :func:`margin_left`
+    divided by ``top`` (the fit corpus's top tenth, in place of a batch's)."""
+    return np.clip(margin_left(cost, margin) / max(top, 1e-12), 0, 1).astype(np.float32)
+
+
+def top_tenth(values: np.ndarray) -> float:
+    """Mean of the largest tenth of ``values`` (at least one), as a batch's clearest pairs."""
+    return float(np.sort(values)[::-1][: len(values) // 10 + 1].mean())
 
 
 def rectify(
@@ -121,11 +160,13 @@ class NCRScorer(PairScorer):
                     loss = self._training_loss(models[1 - k], divided, clean, params)
                     model.run_epoch(loss, subset, lr=lr_at(warmup + epoch, config.lr, params["lr_step"]))
                 self.epoch_done(warmup + epoch, averaged)
-            posteriors = [self._split(m, params, self.seed, agreement) for m in models]
+            final = [self._fit_split(m, params, self.seed, agreement) for m in models]
+        posteriors = [posterior for posterior, _ in final]
         p_clean = np.mean(posteriors, axis=0).astype(np.float32)
         soft_label = self._final_labels(models, p_clean, split_clean(p_clean, params["p_threshold"]), params)
         similarity = np.mean([m.similarity() for m in models], axis=0)
         state.update(p_clean=p_clean, soft_label=soft_label)
+        self.state_ = self._fitted(pairs, models, [split for _, split in final], p_clean, params)
         return PairScores.without_rematch(
             p_clean,
             soft_label,
@@ -147,11 +188,85 @@ class NCRScorer(PairScorer):
         seed: int,
         agreement: CaptionAgreement,
     ) -> np.ndarray:
+        return NCRScorer._fit_split(model, params, seed, agreement)[0]
+
+    @staticmethod
+    def _fit_split(
+        model: HeadTrainer,
+        params: dict[str, Any],
+        seed: int,
+        agreement: CaptionAgreement,
+    ) -> tuple[np.ndarray, AgreementSplit]:
+        """One model's split of the corpus, and the fitted split (a function of ``-loss``)."""
         if params["loss"] == "hinge":
             losses = model.pair_statistic(lambda b: per_pair_loss(b, params["margin"]))
         else:
             losses = model.corpus_loss(params["temperature"])
-        return agreement.split(-losses, lambda s: clean_posterior(-s, seed=seed), params["agreement"])
+
+        def fit(cleanness: np.ndarray) -> tuple[np.ndarray, PosteriorMap]:
+            posterior, mapping = fit_clean_posterior(-cleanness, seed=seed)
+            return posterior, mapping.negated()
+
+        return agreement.fit_split(-losses, fit, params["agreement"])
+
+    def _fitted(
+        self,
+        pairs: PairEmbeddings,
+        models: list[HeadTrainer],
+        splits: list[AgreementSplit],
+        p_clean: np.ndarray,
+        params: dict[str, Any],
+    ) -> FittedState:
+        """What scoring unseen pairs needs: both models' heads and splits, a sample of the corpus
+        to measure losses against, and each model's top-tenth prediction level on the corpus."""
+        reference = NegativeSample.draw(pairs, seed=self.seed)
+        modules = {}
+        tops = []
+        for k, model in enumerate(models):
+            modules[f"m{k}.image"], modules[f"m{k}.text"] = model.image_head, model.text_head
+            heads = model.image_head, model.text_head
+            hinge = hinge_statistic(params["margin"])
+            cost = reference_statistic(*heads, pairs, reference, hinge, device=model.device)
+            tops.append(top_tenth(margin_left(cost, params["margin"])))
+        return FittedState(
+            modules,
+            {f"m{k}": split for k, split in enumerate(splits)},
+            reference,
+            scalars={"top": tops, "clean_threshold": split_threshold(p_clean, params["p_threshold"])},
+        )
+
+    def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
+        """Each model's loss against the fit corpus's sample, through its last split; labels
+        rectified as in the last epoch with predictions against the same sample."""
+        params, state = self.params_, self.state_
+        agreement = CaptionAgreement(pairs.texts, pairs.image_index)
+        if params["loss"] == "hinge":
+            statistic = hinge_statistic(params["margin"])
+        else:
+            statistic = info_nce_statistic(params["temperature"])
+        posteriors, predictions, similarities = [], [], []
+        for k in range(2):
+            heads = state.modules[f"m{k}.image"], state.modules[f"m{k}.text"]
+
+            def measure(fn: Any, heads: tuple[Any, Any] = heads) -> np.ndarray:
+                return reference_statistic(*heads, pairs, state.reference, fn, device=self.device_)
+
+            posteriors.append(state.splits[f"m{k}"].posterior(-measure(statistic), agreement))
+            cost = measure(hinge_statistic(params["margin"]))
+            predictions.append(correspondence_from_cost(cost, params["margin"], state.scalars["top"][k]))
+            similarities.append(measure(cosine_statistic))
+        p_clean = np.mean(posteriors, axis=0).astype(np.float32)
+        clean = p_clean > state.scalars["clean_threshold"]
+        own, mean = (torch.from_numpy(p) for p in (predictions[0], np.mean(predictions, axis=0)))
+        labels = rectify(torch.from_numpy(p_clean), own, mean, torch.from_numpy(clean))
+        soft_label = labels.clamp(0, 1).numpy().astype(np.float32)
+        return PairScores.without_rematch(p_clean, soft_label, np.mean(similarities, axis=0))
+
+    def _heads(self) -> Heads:
+        modules = self.state_.modules
+        return AveragedHeads(
+            [TorchHeads(modules[f"m{k}.image"], modules[f"m{k}.text"], self.device_) for k in range(2)]
+        )
 
     @staticmethod
     def _training_loss(

@@ -21,7 +21,8 @@ records every reading that had to be made). Three parts:
    (:func:`training_pairs`).
 
 ``cp_p_clean`` is the mixture's clean posterior ``1 - w`` after the last epoch, ``cp_soft_label``
-the refurbished label, ``cp_similarity`` the heads' cosine.
+the refurbished label, ``cp_similarity`` the heads' cosine. Pairs the method was not fit on are
+measured against a fixed sample of the fit corpus and split by the last epoch's mixtures.
 """
 
 from __future__ import annotations
@@ -33,13 +34,21 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cleanpairs.core.agreement import CaptionAgreement
+from cleanpairs.contract import Heads
+from cleanpairs.core.agreement import AgreementSplit, CaptionAgreement
+from cleanpairs.core.heads import TorchHeads
 from cleanpairs.core.losses import info_nce, soft_info_nce
-from cleanpairs.core.mixture import bmm_clean_posterior, clean_subset
+from cleanpairs.core.mixture import PosteriorMap, bmm_clean_posterior, clean_subset, fit_bmm_split
+from cleanpairs.core.reference import (
+    NegativeSample,
+    cosine_statistic,
+    info_nce_statistic,
+    reference_statistic,
+)
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.methods import specs
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
+from cleanpairs.methods.base import FittedState, PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 
@@ -75,6 +84,13 @@ def noise_posterior(losses: np.ndarray) -> np.ndarray:
     """The split: posterior of the high-loss (noise-alignment) component of a two-component
     beta mixture over the min-max scaled per-pair losses."""
     return 1 - bmm_clean_posterior(losses, higher_is_clean=False, max_iter=10)
+
+
+def fit_noise_split(cleanness: np.ndarray) -> tuple[np.ndarray, PosteriorMap]:
+    """The split as a function of ``cleanness = -loss``: the clean posterior ``1 - w`` computed as
+    :func:`noise_posterior` gives it, and the fitted map of that posterior."""
+    posterior, mapping = fit_bmm_split(-cleanness, higher_is_clean=False, max_iter=10)
+    return 1 - (1 - posterior), mapping.negated()
 
 
 def predict_correspondence(losses: np.ndarray) -> np.ndarray:
@@ -173,8 +189,13 @@ class RCARScorer(PairScorer):
                     subset = training_pairs(noise, params["train_noisy"], floor)
                 model.run_epoch(tasks.loss(labels), subset, lr=lr_at(epoch, config.lr, params["lr_step"]))
                 self.epoch_done(epoch, model.heads)
-            noise, labels = self._refurbish(model, params, agreement)
+            noise, labels, split = self._fit_refurbish(model, params, agreement)
         p_clean = (1 - noise).astype(np.float32)
+        self.state_ = FittedState(
+            {"image": model.image_head, "text": model.text_head},
+            {"p_clean": split},
+            NegativeSample.draw(pairs, seed=self.seed),
+        )
         state.update(p_clean=p_clean, soft_label=labels)
         return PairScores.without_rematch(
             p_clean,
@@ -189,6 +210,30 @@ class RCARScorer(PairScorer):
         model: HeadTrainer, params: dict[str, Any], agreement: CaptionAgreement
     ) -> tuple[np.ndarray, np.ndarray]:
         """Noise posterior and refurbished label of every pair under the model as it stands."""
+        noise, labels, _ = RCARScorer._fit_refurbish(model, params, agreement)
+        return noise, labels
+
+    @staticmethod
+    def _fit_refurbish(
+        model: HeadTrainer, params: dict[str, Any], agreement: CaptionAgreement
+    ) -> tuple[np.ndarray, np.ndarray, AgreementSplit]:
+        """:meth:`_refurbish`, and the fitted split (a function of ``-loss``)."""
         losses = model.corpus_loss(params["temperature"])
-        noise = 1 - agreement.split(-losses, lambda s: 1 - noise_posterior(-s), params["agreement"])
-        return noise, refurbish(noise, predict_correspondence(losses))
+        posterior, split = agreement.fit_split(-losses, fit_noise_split, params["agreement"])
+        noise = 1 - posterior
+        return noise, refurbish(noise, predict_correspondence(losses)), split
+
+    def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
+        """Each pair's loss against the fit corpus's sample, split and refurbished as in the last epoch."""
+        state = self.state_
+        heads = state.modules["image"], state.modules["text"]
+        statistic = info_nce_statistic(self.params_["temperature"])
+        losses = reference_statistic(*heads, pairs, state.reference, statistic, device=self.device_)
+        agreement = CaptionAgreement(pairs.texts, pairs.image_index)
+        noise = 1 - state.splits["p_clean"].posterior(-losses, agreement)
+        labels = refurbish(noise, predict_correspondence(losses))
+        similarity = reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_)
+        return PairScores.without_rematch((1 - noise).astype(np.float32), labels, similarity)
+
+    def _heads(self) -> Heads:
+        return TorchHeads(self.state_.modules["image"], self.state_.modules["text"], self.device_)

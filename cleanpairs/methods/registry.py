@@ -7,8 +7,9 @@ asked for (:func:`get_method`)."""
 from __future__ import annotations
 
 import importlib
+import os
 
-from cleanpairs.errors import ParameterError
+from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.methods.base import MethodSpec, PairScorer
 from cleanpairs.methods.specs import METHOD_SPECS
 
@@ -71,3 +72,23 @@ def get_method(name: str) -> type[PairScorer]:
     if name not in _CLASSES:
         raise ParameterError(f"method {name!r}: {spec.module} registers no PairScorer of that name")
     return _CLASSES[name]
+
+
+def load_scorer(folder: str | os.PathLike, *, device: str = "auto") -> PairScorer:
+    """The fitted scorer saved in ``folder`` (``save_scorer(folder, *scorer.fitted_state())``),
+    its networks on ``device``, ready for :meth:`PairScorer.score_pairs`.
+
+    Raises
+    ------
+    InputError
+        The folder is not a readable scorer (:func:`cleanpairs.io.scorers.load_scorer_files`),
+        names a method this installation does not have, or does not make a scorer of it.
+    """
+    from cleanpairs.io.scorers import load_scorer_files  # torch: only when a scorer is loaded
+
+    manifest, tensors = load_scorer_files(folder)
+    try:
+        cls = get_method(str(manifest["method"]))
+    except ParameterError as err:
+        raise InputError(f"the scorer in {folder} cannot be used: {err}") from None
+    return cls.from_fitted_state(manifest, tensors, device=device)

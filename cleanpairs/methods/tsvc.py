@@ -23,7 +23,8 @@ After a warm-up on all pairs, every epoch
 
 ``cp_soft_label`` is the mutual-information soft label after the last epoch, ``cp_p_clean`` the
 clean posterior of a two-component Gaussian mixture over it, ``cp_similarity`` the Master's
-cosine; the Master's heads are returned for retrieval.
+cosine; the Master's heads are returned for retrieval. Pairs the method was not fit on are
+measured by each model against a fixed sample of the fit corpus, and split by the last mixtures.
 """
 
 from __future__ import annotations
@@ -36,27 +37,26 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
+from cleanpairs.contract import Heads
 from cleanpairs.core.agreement import CaptionAgreement
-from cleanpairs.core.heads import ProjectionHead
+from cleanpairs.core.heads import ProjectionHead, TorchHeads, UnitNorm
 from cleanpairs.core.losses import info_nce, matching_probabilities, soft_info_nce
-from cleanpairs.core.mixture import gmm_clean_posterior
+from cleanpairs.core.mixture import fit_gmm_split, gmm_clean_posterior
+from cleanpairs.core.reference import (
+    NegativeSample,
+    cosine_statistic,
+    info_nce_statistic,
+    reference_statistic,
+)
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
 from cleanpairs.methods import specs
-from cleanpairs.methods.base import PairEmbeddings, PairScorer, PairScores
+from cleanpairs.methods.base import FittedState, PairEmbeddings, PairScorer, PairScores
 from cleanpairs.methods.registry import register
 
 MI_NEGATIVES = 1024
 """Images and captions each pair is measured against when its mutual information is estimated."""
-
-
-class UnitNorm(nn.Module):
-    """A head without weights: rows put on the unit sphere (captions left in their encoder's space)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(x, dim=-1)
 
 
 class CaptionSpaceTrainer(HeadTrainer):
@@ -173,6 +173,10 @@ def labelled_loss(labels: torch.Tensor, temperature: float) -> Callable[[Batch],
     return lambda b: soft_info_nce(b.scores, b.take(labels), temperature, b.same_image)
 
 
+VIEWS = ("coordinator", "master", "assistant")
+"""The three models' names, in the order their views are stacked."""
+
+
 class Tripartite(NamedTuple):
     """The three models, in the order their views are stacked."""
 
@@ -252,8 +256,21 @@ class TSVCScorer(PairScorer):
                 self.epoch_done(warmup + epoch, master.heads)
             views = self._views(models, pairs, temperature)
         soft_label = mi_soft_label(views, params["variation_weight"])
-        p_clean = split(mi_score(views, params["variation_weight"]))
+        p_clean, fitted_split = agreement.fit_split(
+            mi_score(views, params["variation_weight"]),
+            partial(fit_gmm_split, seed=self.seed),
+            params["agreement"],
+        )
         state.update(soft_label=soft_label, p_clean=p_clean)
+        modules = {}
+        for name, model in zip(VIEWS, models, strict=True):
+            modules[f"{name}.image"], modules[f"{name}.text"] = model.image_head, model.text_head
+        self.state_ = FittedState(
+            modules,
+            {"p_clean": fitted_split},
+            NegativeSample.draw(pairs, seed=self.seed),
+            scalars={"candidates": 1 + min(MI_NEGATIVES, len(pairs.images) - 1)},
+        )
         return PairScores.without_rematch(
             p_clean,
             soft_label,
@@ -264,7 +281,7 @@ class TSVCScorer(PairScorer):
                 "history": state.history_summary(),
                 "view_mi": {
                     name: round(float(v.mean()), 4)
-                    for name, v in zip(("coordinator", "master", "assistant"), views, strict=True)
+                    for name, v in zip(VIEWS, views, strict=True)
                 },
             },
         )
@@ -279,6 +296,29 @@ class TSVCScorer(PairScorer):
                 for m in models
             ]
         )
+
+    def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
+        """The three views' information of each pair against the fit corpus's sample, through the
+        last split."""
+        params, state = self.params_, self.state_
+        statistic = info_nce_statistic(params["temperature"])
+
+        def measure(name: str, fn: Any, sample: NegativeSample | None) -> np.ndarray:
+            heads = state.modules[f"{name}.image"], state.modules[f"{name}.text"]
+            return reference_statistic(*heads, pairs, sample, fn, device=self.device_)
+
+        candidates = state.scalars["candidates"]
+        losses = [measure(name, statistic, state.reference) for name in VIEWS]
+        views = np.stack([pointwise_mi(loss, candidates) for loss in losses])
+        agreement = CaptionAgreement(pairs.texts, pairs.image_index)
+        weight = params["variation_weight"]
+        p_clean = state.splits["p_clean"].posterior(mi_score(views, weight), agreement)
+        similarity = measure("master", cosine_statistic, None)
+        return PairScores.without_rematch(p_clean, mi_soft_label(views, weight), similarity)
+
+    def _heads(self) -> Heads:
+        modules = self.state_.modules
+        return TorchHeads(modules["master.image"], modules["master.text"], self.device_)
 
     @staticmethod
     def _master_loss(

@@ -1,9 +1,12 @@
 """Caption agreement on constructed corpora whose right and wrong captions are known."""
 
+import json
+
 import numpy as np
 import pytest
 
-from cleanpairs.core.agreement import CaptionAgreement
+from cleanpairs.core.agreement import AgreementSplit, CaptionAgreement
+from cleanpairs.core.mixture import fit_gmm_split
 from cleanpairs.metrics import detection_metrics
 
 
@@ -103,3 +106,42 @@ def test_split_runs_the_methods_own_mixture_on_the_combined_statistic():
     seen.clear()
     agreement.split(cleanness, mixture, 0.0)
     assert len(seen) == 1
+
+
+def gaussian_split(statistic):
+    return fit_gmm_split(statistic, seed=0)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_a_fitted_split_splits_its_fit_corpus_as_split_does_and_round_trips(weight):
+    texts, image_index, rng = caption_sets(100, 5)
+    noisy_texts, clean = shuffled(texts, 0.4, rng)
+    cleanness = noisy_evidence(clean, rng)
+    agreement = CaptionAgreement(noisy_texts, image_index)
+    posterior, fitted = agreement.fit_split(cleanness, gaussian_split, weight)
+    assert np.array_equal(posterior, agreement.split(cleanness, lambda s: gaussian_split(s)[0], weight))
+    assert (fitted.second is None) == (weight == 0)
+    settings, arrays = fitted.to_params()
+    rebuilt = AgreementSplit.from_params(json.loads(json.dumps(settings)), arrays)
+    for split in (fitted, rebuilt):
+        assert np.array_equal(split.posterior(cleanness, agreement), posterior)
+
+
+def test_a_fitted_split_scores_new_pairs_by_their_own_image_group_only():
+    texts, image_index, rng = caption_sets(200, 5)
+    noisy_texts, clean = shuffled(texts, 0.4, rng)
+    cleanness = noisy_evidence(clean, rng)
+    fit, new = image_index < 100, image_index >= 100
+    fit_agreement = CaptionAgreement(noisy_texts[fit], image_index[fit])
+    _, fitted = fit_agreement.fit_split(cleanness[fit], gaussian_split, 1.0)
+    whole = fitted.posterior(cleanness[new], CaptionAgreement(noisy_texts[new], image_index[new] - 100))
+    # The agreement still helps on pairs the split was not fitted on.
+    alone = fitted.first.posterior(cleanness[new])
+    gain = detection_metrics(whole, clean[new])["auroc"] - detection_metrics(alone, clean[new])["auroc"]
+    assert gain > 0.03, gain
+    # Scoring the first half of the images on their own changes none of their posteriors.
+    part = new & (image_index < 150)
+    own = fitted.posterior(cleanness[part], CaptionAgreement(noisy_texts[part], image_index[part] - 100))
+    assert np.array_equal(own, whole[: part.sum()])
+    with pytest.raises(ValueError, match="pass the pairs' CaptionAgreement"):
+        fitted.posterior(cleanness[new])

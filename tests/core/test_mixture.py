@@ -1,11 +1,20 @@
+import json
+
 import numpy as np
 import pytest
+from scipy import stats
 
 from cleanpairs.core.mixture import (
+    MAX_KNOTS,
     RANK_SHARE,
     BetaMixture,
+    PosteriorMap,
     bmm_clean_posterior,
+    fit_bmm_split,
+    fit_gmm_split,
     gmm_clean_posterior,
+    map_quantiles,
+    quantile_knots,
     ranked_posterior,
 )
 from cleanpairs.errors import ParameterError
@@ -153,3 +162,83 @@ def test_ten_em_steps_find_an_unbalanced_mixture_from_their_start():
     np.testing.assert_allclose(bmm.weights[np.argsort(bmm.means())], [0.2, 0.8], atol=0.02)
     posterior = bmm_clean_posterior(x, max_iter=10)
     assert (posterior >= 0.5).mean() == pytest.approx(0.8, abs=0.02)
+
+
+def _round_trip(mapping):
+    settings, arrays = mapping.to_params()
+    settings = json.loads(json.dumps(settings))  # plain data
+    return PosteriorMap.from_params(settings, {k: v.copy() for k, v in arrays.items()})
+
+
+@pytest.mark.parametrize(
+    "fit",
+    [
+        lambda x: fit_gmm_split(x, seed=0),
+        lambda x: fit_gmm_split(-x, higher_is_clean=False, max_iter=10, tol=1e-2, reg_covar=5e-4),
+        lambda x: fit_bmm_split(x),
+        lambda x: fit_bmm_split(-x, higher_is_clean=False, max_iter=10),
+    ],
+)
+def test_a_fitted_split_maps_its_own_values_exactly_and_new_ones_monotonically(two_betas, fit):
+    x, _ = two_betas
+    sample = x[::10]
+    posterior, mapping = fit(sample)
+    for kept in (mapping, _round_trip(mapping)):
+        # The fit's own values: byte for byte what the fit gave them.
+        statistic = sample if kept.higher_is_clean else -sample
+        assert np.array_equal(kept.posterior(statistic), posterior)
+    # New values, from the same distribution and beyond its range: in [0, 1], ordered as the
+    # statistic, and each between the posteriors of the fit values around it.
+    fresh = np.sort(np.concatenate([x[1::10], [-0.5, 1.5]]))
+    p = mapping.posterior(fresh if mapping.higher_is_clean else -fresh)
+    assert p.dtype == np.float32 and np.all((p >= 0) & (p <= 1))
+    cleaner = p.astype(np.float64)
+    assert np.all(np.diff(cleaner) >= 0)
+    inside = (fresh > sample.min()) & (fresh < sample.max())
+    order = np.sort(sample)
+    right = np.searchsorted(order, fresh[inside])
+    fit_of = dict(zip(sample.tolist(), posterior.tolist(), strict=True))
+    below = np.array([fit_of[v] for v in order[right - 1]])
+    above = np.array([fit_of[v] for v in order[right]])
+    kept = cleaner[inside]
+    assert np.all((kept >= below - 1e-7) & (kept <= above + 1e-7))
+
+
+def test_a_split_of_many_values_keeps_a_quantile_sketch_that_still_maps_them(two_betas):
+    x, _ = two_betas
+    many = np.concatenate([x, x[::-1] + 1e-6])
+    posterior, mapping = fit_bmm_split(many)
+    assert len(mapping.knots) <= MAX_KNOTS < len(many)
+    again = mapping.posterior(many)
+    assert np.abs(again - posterior).max() < 5e-3
+    assert stats.spearmanr(again, posterior).correlation > 0.9999
+
+
+def test_a_split_without_spread_maps_everything_clean():
+    posterior, mapping = fit_gmm_split(np.full(5, 0.3))
+    assert np.array_equal(posterior, np.ones(5)) and mapping.mixture == "none"
+    assert np.array_equal(_round_trip(mapping).posterior(np.array([-1.0, 0.3, 9.0])), np.ones(3))
+
+
+def test_malformed_split_parameters_raise():
+    _, mapping = fit_gmm_split(np.linspace(0, 1, 50))
+    settings, arrays = mapping.to_params()
+    with pytest.raises(ParameterError, match="lacks 'means'"):
+        PosteriorMap.from_params({**settings, "components": {"weights": [0.5, 0.5]}}, arrays)
+    with pytest.raises(ParameterError, match="lacks 'levels'"):
+        PosteriorMap.from_params(settings, {k: v for k, v in arrays.items() if k != "levels"})
+    with pytest.raises(ParameterError, match="unknown mixture 'poisson'"):
+        PosteriorMap.from_params({**settings, "mixture": "poisson"}, arrays)
+    with pytest.raises(ParameterError, match="knots must be increasing"):
+        PosteriorMap.from_params(settings, {**arrays, "knots": arrays["knots"][::-1].copy()})
+
+
+def test_quantile_knots_carry_one_distribution_onto_another():
+    rng = np.random.default_rng(3)
+    source = rng.normal(size=2000)
+    target = 1 / (1 + np.exp(-3 * source)) ** 2  # a monotone transform of it
+    knots = quantile_knots(source, target)
+    mapped = map_quantiles(source, knots)
+    assert mapped.dtype == np.float32 and np.abs(mapped - target).max() < 2e-3
+    ends = map_quantiles(np.array([-99.0, 99.0]), knots)
+    assert np.array_equal(ends, np.float32([target.min(), target.max()]))
