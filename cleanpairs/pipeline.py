@@ -238,7 +238,8 @@ def score_corpus(
     if save_scorer_to is not None:
         from cleanpairs.io.scorers import save_scorer
 
-        save_scorer(save_scorer_to, *scorer.fitted_state())
+        manifest, tensors = scorer.fitted_state()
+        save_scorer(save_scorer_to, {**manifest, "encoder": encoder}, tensors)
     timings["fit_s"] = time.perf_counter() - tick
     extra: dict[str, Any] = {}
     if trusted is not None:

@@ -270,7 +270,8 @@ def fit_and_save(
     )
     scorer = get_method(method)(seed=seed, device=device, **params)
     scorer.fit(embedded.pairs)
-    save_scorer(folder / SCORER_FOLDER, *scorer.fitted_state())
+    manifest, tensors = scorer.fitted_state()
+    save_scorer(folder / SCORER_FOLDER, {**manifest, "encoder": encoder}, tensors)
     if keep_fit_scores:
         scores = scorer.score()
         n = len(corpus)
@@ -417,7 +418,7 @@ def score_shards(
 
         manifest, _ = load_scorer_files(scorer)
         method, params_used = str(manifest["method"]), manifest.get("params", {})
-        encoder = str(manifest.get("encoder", encoder))
+        encoder, seed = str(manifest.get("encoder", encoder)), int(manifest.get("seed", seed))
         scorer_id = _scorer_digest(Path(scorer))
     else:
         if method is None:
@@ -452,6 +453,11 @@ def score_shards(
         refuse_overwrite(save_scorer_to, shards)
     if not resuming and not skip_bad_shards:
         check_shards_agree(shards, roles_options)
+    counts, unreadable = _count_all(shards, skip=skip_bad_shards)
+    if unreadable:
+        bad = {f["source"] for f in unreadable}
+        kept = [i for i, p in enumerate(shards) if os.path.abspath(p) not in bad]
+        shards, names, counts = [shards[i] for i in kept], [names[i] for i in kept], [counts[i] for i in kept]
     from cleanpairs.device import resolve_device
 
     resolve_device(device)
@@ -460,7 +466,6 @@ def score_shards(
         _write_json(out / RUN_FILE, {**run, "state": "fitting"})
     timings: dict[str, float] = {}
 
-    counts = [count_rows(p) for p in shards]
     sample = fit_sample_rows(counts, fit_pairs, seed) if scorer is None else np.zeros(0, dtype=np.int64)
     whole_corpus_fit = scorer is None and sample is None
     fitted = False
@@ -530,6 +535,7 @@ def score_shards(
     results, failed = _run(
         tasks, engine=engine, ray_address=ray_address, skip=skip_bad_shards, progress=progress
     )
+    failed = [*unreadable, *failed]
     timings["score_s"] = time.perf_counter() - tick
     record = _read_run_file(out) or run
     record["failed_shards"] = sorted(
@@ -557,6 +563,21 @@ def score_shards(
         failed_shards=record["failed_shards"],
         timings=timings,
     )
+
+
+def _count_all(shards: list[Path], *, skip: bool) -> tuple[list[int], list[dict[str, str]]]:
+    """Each shard's rows; a shard that cannot be read stops the run naming it, or with ``skip``
+    is recorded (its count 0) and left out."""
+    counts, failed = [], []
+    for path in shards:
+        try:
+            counts.append(count_rows(path))
+        except CleanpairsError as err:
+            if not skip:
+                raise InputError(f"shard {path}: {err}") from None
+            counts.append(0)
+            failed.append({"source": os.path.abspath(path), "error": str(err)})
+    return counts, failed
 
 
 def _run(
