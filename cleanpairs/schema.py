@@ -196,7 +196,8 @@ class RunMetadata:
         Raises
         ------
         InputError
-            The schema carries no cleanpairs metadata, so it is not a scores file.
+            The schema carries no cleanpairs metadata, so it is not a scores file, or the
+            metadata is damaged.
         """
         raw = (schema.metadata or {}).get(METADATA_KEY)
         if raw is None:
@@ -204,9 +205,15 @@ class RunMetadata:
                 "this file has no cleanpairs metadata: it is not a scores file "
                 "(make one with `cleanpairs score`)"
             )
-        data = json.loads(raw)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        # A damaged file can hold anything under the key; say so rather than fail in json.
+        try:
+            data = json.loads(raw)
+            known = {f for f in cls.__dataclass_fields__}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError, AttributeError):
+            raise InputError(
+                "the cleanpairs metadata of this file is damaged: it is not the JSON a run writes"
+            ) from None
 
 
 def require_scores_schema(schema: pa.Schema) -> RunMetadata:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cleanpairs.errors import InputError
+from cleanpairs.errors import InputError, first_line
 from cleanpairs.io.atomic import atomic_output, refuse_overwrite
 from cleanpairs.schema import (
     METADATA_KEY,
@@ -49,7 +49,16 @@ def write_scores(table: pa.Table, columns: dict[str, pa.Array], meta: RunMetadat
         pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
 
 
-def open_scores(path: str | os.PathLike) -> tuple[pq.ParquetFile, RunMetadata]:
+class ScoresFile(pq.ParquetFile):
+    """A parquet file open for streaming that remembers its path, for the messages of
+    :func:`iter_batches` when a batch turns out damaged."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+def open_scores(path: str | os.PathLike) -> tuple[ScoresFile, RunMetadata]:
     """Open a scores file for streaming and return it with its run metadata.
 
     Raises
@@ -61,15 +70,36 @@ def open_scores(path: str | os.PathLike) -> tuple[pq.ParquetFile, RunMetadata]:
     if not path.is_file():
         raise InputError(f"no such file: {path}")
     try:
-        handle = pq.ParquetFile(path)
+        handle = ScoresFile(path)
+        schema = handle.schema_arrow
     except (pa.ArrowException, OSError) as err:
-        raise InputError(f"cannot read {path} as parquet: {err}") from None
-    return handle, require_scores_schema(handle.schema_arrow)
+        raise InputError(f"cannot read {path} as parquet: {first_line(err)}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read {path} as parquet: its column names are not UTF-8 text") from None
+    return handle, require_scores_schema(schema)
 
 
 def iter_batches(handle: pq.ParquetFile, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """Stream a parquet file a bounded batch at a time, so memory stays flat as files grow."""
-    yield from handle.iter_batches(batch_size=STREAM_BATCH_ROWS, columns=columns)
+    """Stream a parquet file a bounded batch at a time, so memory stays flat as files grow.
+
+    Raises
+    ------
+    InputError
+        A batch cannot be read: the file is damaged past its footer.
+    """
+    name = handle.path if isinstance(handle, ScoresFile) else "the scores file"
+    batches = handle.iter_batches(batch_size=STREAM_BATCH_ROWS, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            # The parquet reader does not check that text is UTF-8; damaged text would
+            # otherwise fail later, in whatever reads a status or a key.
+            batch.validate(full=True)
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"cannot read {name}: {first_line(err)}") from None
+        yield batch
 
 
 def keep_mask(batch: pa.RecordBatch, thresh: float) -> pa.BooleanArray:
