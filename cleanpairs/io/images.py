@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from cleanpairs.errors import first_line
+
 
 class ImageProblem(Exception):
     """An image cannot be read; ``str(problem)`` is the row's ``cp_status``."""
@@ -32,12 +34,20 @@ def read_image_bytes(ref: str | bytes | None) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ImageProblem(f"image file not found: {ref}") from None
+        raise ImageProblem(f"image file not found: {_shown(ref)}") from None
     except OSError as err:
         raise ImageProblem(f"image file unreadable: {err.strerror or err}") from None
+    except ValueError:
+        # A NUL byte or a lone surrogate: no file system has such a name.
+        raise ImageProblem(f"image path is not a valid file name: {_shown(ref)}") from None
     if not data:
-        raise ImageProblem(f"image file is empty: {ref}")
+        raise ImageProblem(f"image file is empty: {_shown(ref)}")
     return data
+
+
+def _shown(ref: str) -> str:
+    """``ref`` as it is when printable, else quoted with escapes, so a status stays one line."""
+    return ref if ref.isprintable() else ascii(ref)
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -51,5 +61,10 @@ def decode_image(data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ImageProblem(f"image cannot be decoded: {err}") from None
+    except UnidentifiedImageError:
+        # PIL's message names the BytesIO object by its address, which would make the
+        # status, and so the scores file, differ from run to run.
+        raise ImageProblem("image cannot be decoded: not an image format PIL can read") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        # A damaged header can claim billions of pixels; PIL refuses with its own error.
+        raise ImageProblem(f"image cannot be decoded: {first_line(err)}") from None
