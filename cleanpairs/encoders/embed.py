@@ -223,11 +223,19 @@ def _embed_precomputed(corpus: Corpus) -> EmbeddedCorpus:
         )
     images, has_image = _embedding_matrix(corpus.table.column(roles.image_emb), roles.image_emb)
     texts, has_text = _embedding_matrix(corpus.table.column(roles.text_emb), roles.text_emb)
+    # A NaN or infinite entry (a damaged file, a null inside a vector) would poison every
+    # method's training; such a row is left out with its reason, like a row with no vector.
+    image_finite = np.isfinite(images).all(axis=1)
+    text_finite = np.isfinite(texts).all(axis=1)
     status = [
-        STATUS_OK if i and t else "no image embedding" if not i else "no text embedding"
-        for i, t in zip(has_image.tolist(), has_text.tolist(), strict=True)
+        "no image embedding" if not i
+        else "no text embedding" if not t
+        else "image embedding has NaN or infinite values" if not fi
+        else "text embedding has NaN or infinite values" if not ft
+        else STATUS_OK
+        for i, t, fi, ft in zip(has_image, has_text, image_finite, text_finite, strict=True)
     ]
-    rows = np.flatnonzero(has_image & has_text)
+    rows = np.flatnonzero(has_image & has_text & image_finite & text_finite)
     image_digests = [
         content_digest(images[r].tobytes()) if has_image[r] else None for r in range(len(corpus))
     ]
