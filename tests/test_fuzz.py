@@ -434,6 +434,21 @@ def _damage_a_data_page(path: Path, target: Path) -> Path:
     return target
 
 
+def test_tables_of_odd_shape_are_refused_in_one_line(tmp_path):
+    from cleanpairs.encoders import embed_corpus
+
+    (tmp_path / "twice.csv").write_text("key,caption,caption,image\na,x,y,i.jpg\n")
+    with pytest.raises(InputError, match="column 'caption' appears more than once"):
+        read_pairs(tmp_path / "twice.csv")
+    (tmp_path / "array.json").write_text('[{"key": "a", "image": "i.jpg", "caption": "dog"}]')
+    with pytest.raises(InputError, match=r"\(expected one JSON object per line\)$"):
+        read_pairs(tmp_path / "array.json")
+    empty = pa.array([[], []], pa.list_(pa.float32()))
+    pq.write_table(pa.table({"image_emb": empty, "text_emb": empty}), tmp_path / "empty.parquet")
+    with pytest.raises(InputError, match="column 'image_emb' holds empty vectors"):
+        embed_corpus(read_pairs(tmp_path / "empty.parquet"), "precomputed", progress=False)
+
+
 def test_image_references_no_file_can_have_are_row_problems_in_one_line(tmp_path):
     for ref, reason in [
         ("x\x00y.jpg", "image path is not a valid file name: 'x\\x00y.jpg'"),

@@ -207,6 +207,8 @@ def _embedding_matrix(column: pa.ChunkedArray, name: str) -> tuple[np.ndarray, n
     if valid.any() and len(set(lengths[valid].tolist())) != 1:
         raise InputError(f"column {name!r} holds vectors of different lengths; all must share one size")
     dim = int(lengths[valid][0]) if valid.any() else 0
+    if valid.any() and dim == 0:
+        raise InputError(f"column {name!r} holds empty vectors; an embedding needs at least one value")
     out = np.zeros((len(array), dim), dtype=np.float32)
     if valid.any():
         flat = np.asarray(array.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False), np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,11 +119,22 @@ def read_table_file(path: Path) -> pa.Table:
         # Neither the parquet nor the json reader checks that text is UTF-8; a damaged
         # file would otherwise fail later, far from its name, when a caption is read.
         table.validate(full=True)
-        return table
     except (pa.ArrowException, OSError) as err:
-        raise InputError(f"cannot read {path}: {first_line(err)}") from None
+        hint = " (expected one JSON object per line)" if path.suffix in (".json", ".jsonl", ".ndjson") else ""
+        raise InputError(f"cannot read {path}: {first_line(err)}{hint}") from None
     except UnicodeDecodeError:
         raise InputError(f"cannot read {path}: its column names are not UTF-8 text") from None
+    _check_unique_names(table, path)
+    return table
+
+
+def _check_unique_names(table: pa.Table, path: Path) -> None:
+    """A column named twice (a CSV header can do it) has no single role; refuse it here."""
+    repeated = [name for name, count in Counter(table.column_names).items() if count > 1]
+    if repeated:
+        raise InputError(
+            f"cannot read {path}: column {repeated[0]!r} appears more than once; column names must be unique"
+        )
 
 
 def _parse_table_file(path: Path) -> pa.Table:
