@@ -222,4 +222,14 @@ def require_scores_schema(schema: pa.Schema) -> RunMetadata:
     missing = [c for c in OUTPUT_COLUMNS if c not in schema.names]
     if missing:
         raise InputError(f"scores file lacks the columns {', '.join(missing)}")
+    # filter, export and info compute on these columns; a file edited by hand could hold text.
+    twice = [c for c in OUTPUT_COLUMNS if len(schema.get_all_field_indices(c)) > 1]
+    if twice:
+        raise InputError(f"scores file has the column {twice[0]!r} more than once")
+    for name in (P_CLEAN, SOFT_LABEL, SIMILARITY, REMATCH_SCORE, STATUS):
+        dtype = schema.field(name).type
+        wanted = _is_string if name == STATUS else pa.types.is_floating
+        if not wanted(dtype):
+            kind = "string" if name == STATUS else "float"
+            raise InputError(f"scores file column {name!r} must be {kind}, but it holds {dtype}")
     return meta

@@ -423,6 +423,18 @@ def test_a_damaged_scores_file_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "kept.parquet").exists()
 
 
+def test_a_scores_file_with_columns_of_the_wrong_type_is_refused(tmp_path):
+    table = pq.read_table(_write_scores_file(tmp_path / "a.scores.parquet"))
+    as_text = pa.array([str(p) for p in table.column(P_CLEAN).to_pylist()])
+    column = table.schema.get_field_index(P_CLEAN)
+    pq.write_table(table.set_column(column, P_CLEAN, as_text), tmp_path / "t.parquet")
+    with pytest.raises(InputError, match="column 'cp_p_clean' must be float, but it holds string"):
+        filter_scores(tmp_path / "t.parquet", tmp_path / "kept.parquet", thresh=0.5)
+    pq.write_table(table.append_column(P_CLEAN, table.column(P_CLEAN)), tmp_path / "twice.parquet")
+    with pytest.raises(InputError, match="has the column 'cp_p_clean' more than once"):
+        open_scores(tmp_path / "twice.parquet")
+
+
 def _damage_a_data_page(path: Path, target: Path) -> Path:
     """A copy of ``path`` whose ``cp_p_clean`` page header is garbage; the footer is intact."""
     data = bytearray(path.read_bytes())
