@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,17 @@ import torch
 import cleanpairs
 from cleanpairs.core.heads import ProjectionHead, TorchHeads
 from cleanpairs.device import resolve_device
-from cleanpairs.errors import InputError
+from cleanpairs.errors import InputError, first_line
 from cleanpairs.io.atomic import atomic_output
 from cleanpairs.io.tables import expand_sources
 
 MODEL_FORMAT = "cleanpairs-retrieval-model"
 MODEL_FILE = "model.json"
 HEAD_FILES = {"image": "image_head.pt", "text": "text_head.pt"}
+# A damaged head file fails in zip, pickle or torch code, each with its own error.
+DAMAGED_HEAD_ERRORS = (
+    OSError, RuntimeError, KeyError, ValueError, IndexError, EOFError, pickle.UnpicklingError
+)
 INDEX_FOLDER = "index"
 INDEX_FILE = "index.json"
 
@@ -116,8 +121,10 @@ def load_model(folder: str | os.PathLike, *, device: str = "auto") -> SavedModel
         try:
             state = torch.load(path / HEAD_FILES[name], map_location="cpu", weights_only=True)
             head.load_state_dict(state)
-        except (OSError, RuntimeError, KeyError) as err:
-            raise InputError(f"the {name} head of the model in {folder} cannot be read: {err}") from None
+        except DAMAGED_HEAD_ERRORS as err:
+            raise InputError(
+                f"the {name} head of the model in {folder} cannot be read: {first_line(err)}"
+            ) from None
         heads[name] = head.to(target).eval()
     return SavedModel(
         TorchHeads(heads["image"], heads["text"], target),
