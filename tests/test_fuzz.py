@@ -43,7 +43,7 @@ CASES = 200
 """Damaged files per kind."""
 CASE_TIMEOUT_S = 10
 """One damaged file must be answered within this; the watchdog ends the worker otherwise."""
-KINDS = ("parquet", "csv", "jsonl", "tar", "scores", "jpeg", "png", "gif", "image_refs")
+KINDS = ("parquet", "csv", "jsonl", "tar", "scores", "model", "jpeg", "png", "gif", "image_refs")
 CLEAN_ERRORS = (CleanpairsError, ImageProblem)
 WORKER = "import sys; from tests.test_fuzz import main; main(sys.argv[1:])"
 
@@ -124,6 +124,18 @@ def _write_scores_file(path: Path) -> Path:
     return path
 
 
+def _write_model(folder: Path) -> Path:
+    """A retrieval model folder as ``cleanpairs train`` saves it: small linear heads."""
+    import torch
+
+    from cleanpairs.core.heads import ProjectionHead, TorchHeads
+    from cleanpairs.io.models import save_model
+
+    torch.manual_seed(0)
+    heads = TorchHeads(ProjectionHead(8, 4, 0), ProjectionHead(6, 4, 0), torch.device("cpu"))
+    return save_model(folder, heads, "offline", {})
+
+
 def _tar_bytes(jpeg: bytes) -> bytes:
     """A webdataset shard: ``{key}.jpg`` and ``{key}.txt`` members."""
     buf = io.BytesIO()
@@ -154,6 +166,8 @@ def intact_files(kind: str, folder: Path) -> list[bytes]:
         return ["\n".join(json.dumps(row) for row in _pairs_table().to_pylist()).encode()]
     if kind == "scores":
         return [_write_scores_file(folder / "intact.scores.parquet").read_bytes()]
+    if kind == "model":
+        return [(_write_model(folder / "model") / "image_head.pt").read_bytes()]
     raise ValueError(f"no intact file of kind {kind!r}")
 
 
@@ -229,17 +243,34 @@ def _read_scores(path: Path) -> None:
     filter_scores(path, kept, thresh=0.5, rejected=rejected)
 
 
+def _read_model(path: Path) -> None:
+    """What ``search`` does first: load the model folder whose image head is ``path``."""
+    from cleanpairs.io.models import load_model
+
+    load_model(path.parent, device="cpu")
+
+
 def _read_image(path: Path) -> None:
     decode_image(read_image_bytes(str(path)))
 
 
-SUFFIX = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".jsonl", "tar": ".tar", "scores": ".parquet"}
+SUFFIX = {
+    "parquet": ".parquet",
+    "csv": ".csv",
+    "jsonl": ".jsonl",
+    "tar": ".tar",
+    "scores": ".parquet",
+    "jpeg": ".jpg",
+    "png": ".png",
+    "gif": ".gif",
+}
 TARGETS: dict[str, Callable[[Path], None]] = {
     "parquet": _read_corpus,
     "csv": _read_corpus,
     "jsonl": _read_corpus,
     "tar": _read_corpus,
     "scores": _read_scores,
+    "model": _read_model,
     "jpeg": _read_image,
     "png": _read_image,
     "gif": _read_image,
@@ -302,7 +333,12 @@ def _cases(kind: str, folder: Path, n: int, seed: int) -> Iterator[tuple[str, Ca
         for name, ref in _odd_refs(folder, n, seed):
             yield name, lambda ref=ref: decode_image(read_image_bytes(ref))
         return
-    path = folder / f"damaged{SUFFIX.get(kind, '.' + kind)}"
+    path = folder / f"damaged{SUFFIX.get(kind, '')}"
+    if kind == "model":
+        from cleanpairs.io.models import HEAD_FILES  # torch comes with it; only this worker pays
+
+        # A damaged head goes in place of the intact one, in the model folder it belongs to.
+        path = folder / "model" / HEAD_FILES["image"]
     for name, data in damaged_cases(intact_files(kind, folder), n, seed):
         path.write_bytes(data)
         yield name, lambda: TARGETS[kind](path)
