@@ -21,3 +21,12 @@ class EncoderError(CleanpairsError):
 
 class NotFittedError(CleanpairsError):
     """A method's results were asked for before ``fit`` was called."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type's name where it has none.
+
+    Messages from pyarrow and PIL run to several lines; the CLI shows one.
+    """
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -74,14 +74,22 @@ def read_image_bytes(ref: str | bytes | None) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ImageProblem(f"image file not found: {ref}") from None
+        raise ImageProblem(f"image file not found: {_shown(ref)}") from None
     except IsADirectoryError:
-        raise ImageProblem(f"image path is a folder: {ref}") from None
+        raise ImageProblem(f"image path is a folder: {_shown(ref)}") from None
     except OSError as err:
         raise ImageProblem(f"image file unreadable: {err.strerror or err}") from None
+    except ValueError:
+        # A NUL byte or a lone surrogate: no file system has such a name.
+        raise ImageProblem(f"image path is not a valid file name: {_shown(ref)}") from None
     if not data:
-        raise ImageProblem(f"image file is empty: {ref}")
+        raise ImageProblem(f"image file is empty: {_shown(ref)}")
     return data
+
+
+def _shown(ref: str) -> str:
+    """``ref`` as it is when printable, else quoted with escapes, so a status stays one line."""
+    return ref if ref.isprintable() else ascii(ref)
 
 
 def _too_large(pixels: int | str, limit: int) -> ImageProblem:

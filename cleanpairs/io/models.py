@@ -33,6 +33,10 @@ MODEL_FORMAT = "cleanpairs-retrieval-model"
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 MODEL_FILE = "model.json"
 HEAD_FILES = {"image": "image_head.pt", "text": "text_head.pt"}
+# A damaged head file fails in zip, pickle or torch code, each with its own error.
+DAMAGED_HEAD_ERRORS = (
+    OSError, RuntimeError, KeyError, ValueError, IndexError, EOFError, pickle.UnpicklingError
+)
 INDEX_FOLDER = "index"
 INDEX_FILE = "index.json"
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cleanpairs.errors import InputError
+from cleanpairs.errors import InputError, first_line
 from cleanpairs.io.atomic import atomic_output, check_output_path, refuse_overwrite
 from cleanpairs.io.tables import ImageFolders
 from cleanpairs.schema import (
@@ -51,7 +51,16 @@ def write_scores(table: pa.Table, columns: dict[str, pa.Array], meta: RunMetadat
         pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
 
 
-def open_scores(path: str | os.PathLike) -> tuple[pq.ParquetFile, RunMetadata]:
+class ScoresFile(pq.ParquetFile):
+    """A parquet file open for streaming that remembers its path, for the messages of
+    :func:`iter_batches` when a batch turns out damaged."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+def open_scores(path: str | os.PathLike) -> tuple[ScoresFile, RunMetadata]:
     """Open a scores file for streaming and return it with its run metadata.
 
     Raises
@@ -66,7 +75,7 @@ def open_scores(path: str | os.PathLike) -> tuple[pq.ParquetFile, RunMetadata]:
     if not path.is_file():
         raise InputError(f"no such file: {path}")
     try:
-        handle = pq.ParquetFile(path)
+        handle = ScoresFile(path)
     except (pa.ArrowException, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"cannot read {path} as parquet: {reason}") from None
@@ -74,8 +83,26 @@ def open_scores(path: str | os.PathLike) -> tuple[pq.ParquetFile, RunMetadata]:
 
 
 def iter_batches(handle: pq.ParquetFile, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """Stream a parquet file a bounded batch at a time, so memory stays flat as files grow."""
-    yield from handle.iter_batches(batch_size=STREAM_BATCH_ROWS, columns=columns)
+    """Stream a parquet file a bounded batch at a time, so memory stays flat as files grow.
+
+    Raises
+    ------
+    InputError
+        A batch cannot be read: the file is damaged past its footer.
+    """
+    name = handle.path if isinstance(handle, ScoresFile) else "the scores file"
+    batches = handle.iter_batches(batch_size=STREAM_BATCH_ROWS, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            # The parquet reader does not check that text is UTF-8; damaged text would
+            # otherwise fail later, in whatever reads a status or a key.
+            batch.validate(full=True)
+        except (pa.ArrowException, OSError) as err:
+            raise InputError(f"cannot read {name}: {first_line(err)}") from None
+        yield batch
 
 
 def keep_mask(batch: pa.RecordBatch, thresh: float) -> pa.BooleanArray:

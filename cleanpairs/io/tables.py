@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
-from cleanpairs.errors import InputError
+from cleanpairs.errors import InputError, first_line
 from cleanpairs.schema import ROW_NUMBER_KEY, ColumnRoles, resolve_roles
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json", ".ndjson")
@@ -207,19 +208,45 @@ def expand_sources(source: str | os.PathLike) -> list[Path]:
 
 
 def read_table_file(path: Path) -> pa.Table:
-    """Read one table file by its suffix; any parse failure becomes an :class:`InputError`."""
+    """Read one table file by its suffix; any parse failure becomes an :class:`InputError`.
+
+    Raises
+    ------
+    InputError
+        The file cannot be parsed as its suffix says, or holds text that is not UTF-8.
+    """
     try:
-        if path.suffix == ".parquet":
-            return pq.read_table(path)
-        if path.suffix == ".csv":
-            # Every CSV column is read as text: a caption like "42" stays a caption.
-            names = pcsv.open_csv(path).schema.names
-            strings = pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
-            return pcsv.read_csv(path, convert_options=strings)
-        return pjson.read_json(path)
+        table = _parse_table_file(path)
+        # Neither the parquet nor the json reader checks that text is UTF-8; a damaged
+        # file would otherwise fail later, far from its name, when a caption is read.
+        table.validate(full=True)
     except (pa.ArrowException, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"cannot read {path}: {first}") from None
+        hint = " (expected one JSON object per line)" if path.suffix in (".json", ".jsonl", ".ndjson") else ""
+        raise InputError(f"cannot read {path}: {first_line(err)}{hint}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read {path}: its column names are not UTF-8 text") from None
+    _check_unique_names(table, path)
+    return table
+
+
+def _check_unique_names(table: pa.Table, path: Path) -> None:
+    """A column named twice (a CSV header can do it) has no single role; refuse it here."""
+    repeated = [name for name, count in Counter(table.column_names).items() if count > 1]
+    if repeated:
+        raise InputError(
+            f"cannot read {path}: column {repeated[0]!r} appears more than once; column names must be unique"
+        )
+
+
+def _parse_table_file(path: Path) -> pa.Table:
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
+    if path.suffix == ".csv":
+        # Every CSV column is read as text: a caption like "42" stays a caption.
+        names = pcsv.open_csv(path).schema.names
+        strings = pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
+        return pcsv.read_csv(path, convert_options=strings)
+    return pjson.read_json(path)
 
 
 def _concat(tables: list[pa.Table], sources: list[Path]) -> pa.Table:
