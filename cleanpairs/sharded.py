@@ -128,7 +128,10 @@ def check_shards_agree(shards: list[Path], roles_options: dict[str, str | None])
     with the same types as the first shard's: mixed shards would be scored inconsistently."""
     first = None
     for path in shards:
-        schema = pq.read_schema(path) if path.suffix == ".parquet" else read_table_file(path).schema
+        try:
+            schema = pq.read_schema(path) if path.suffix == ".parquet" else read_table_file(path).schema
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
         try:
             roles = resolve_roles(schema, **roles_options)
         except InputError as err:
@@ -451,13 +454,13 @@ def score_shards(
     if save_scorer_to is not None:
         check_output_path(save_scorer_to, directory=True)
         refuse_overwrite(save_scorer_to, shards)
-    if not resuming and not skip_bad_shards:
-        check_shards_agree(shards, roles_options)
     counts, unreadable = _count_all(shards, skip=skip_bad_shards)
     if unreadable:
         bad = {f["source"] for f in unreadable}
         kept = [i for i, p in enumerate(shards) if os.path.abspath(p) not in bad]
         shards, names, counts = [shards[i] for i in kept], [names[i] for i in kept], [counts[i] for i in kept]
+    if not resuming and not skip_bad_shards:
+        check_shards_agree(shards, roles_options)
     from cleanpairs.device import resolve_device
 
     resolve_device(device)

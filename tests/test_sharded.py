@@ -1,0 +1,219 @@
+"""Scoring a folder of shards: fit once on a sample, a scores shard and a completion marker per
+input shard, resume after a kill, the same output whichever way the run went."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cleanpairs.errors import InputError
+from cleanpairs.pipeline import score_corpus
+from cleanpairs.sharded import MARKER_SUFFIX, RUN_FILE, fit_sample_rows, output_names, score_shards
+
+CLEANPAIRS = Path(sys.executable).parent / "cleanpairs"
+CP = ["cp_p_clean", "cp_soft_label", "cp_similarity", "cp_status"]
+DIM = 16
+
+
+def noisy_shards(folder: Path, shards: int = 4, images: int = 20, captions: int = 3, seed: int = 0) -> Path:
+    """``shards`` parquet shards of pairs carrying their embeddings (separate 16-d and 12-d
+    spaces, so the methods train heads), a third of the captions shuffled; truth in ``is_clean``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    mix = rng.normal(size=(DIM, 12)).astype(np.float32)
+    for s in range(shards):
+        img = rng.normal(size=(images, DIM)).astype(np.float32)
+        image_id = np.repeat(np.arange(images), captions)
+        source = image_id.copy()
+        noisy = rng.random(len(image_id)) < 0.33
+        source[noisy] = rng.integers(0, images, noisy.sum())
+        texts = img[source] @ mix + 0.3 * rng.normal(size=(len(image_id), 12)).astype(np.float32)
+        table = pa.table(
+            {
+                "key": [f"s{s}-{i}" for i in range(len(image_id))],
+                "caption": [f"caption {s}-{i}" for i in range(len(image_id))],
+                "image_id": [f"s{s}-{i}" for i in image_id],
+                "image_emb": pa.array(img[image_id].tolist(), pa.list_(pa.float32())),
+                "text_emb": pa.array(texts.tolist(), pa.list_(pa.float32())),
+                "is_clean": source == image_id,
+            }
+        )
+        pq.write_table(table, folder / f"{s:05d}.parquet")
+    return folder
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.parquet")) if not p.name.startswith("_")}
+
+
+OPTIONS = {"encoder": "precomputed", "device": "cpu", "progress": False}
+
+
+def test_a_small_corpus_gives_the_one_file_scores_split_by_shard(tmp_path):
+    shards = noisy_shards(tmp_path / "in")
+    run = score_shards(shards, tmp_path / "out", method="ncr", params={"epochs": 2}, **OPTIONS)
+    assert (run.shards, run.scored_shards, run.fit_pairs, run.rows) == (4, 4, 240, 240)
+    whole = score_corpus(shards, tmp_path / "one.parquet", method="ncr", params={"epochs": 2}, **OPTIONS)
+    one = pq.read_table(whole.output)
+    parts = [pq.read_table(tmp_path / "out" / f"{s:05d}.parquet") for s in range(4)]
+    assert [p.column("key").to_pylist() for p in parts] == [
+        pq.read_table(shards / f"{s:05d}.parquet").column("key").to_pylist() for s in range(4)
+    ]
+    for name in CP:
+        assert pa.concat_arrays([p.column(name).combine_chunks() for p in parts]).equals(
+            one.column(name).combine_chunks()
+        ), name
+    for s in range(4):
+        assert (tmp_path / "out" / f"{s:05d}{MARKER_SUFFIX}").exists()
+    meta = json.loads(parts[0].schema.metadata[b"cleanpairs"])
+    assert meta["rows"] == 60 and meta["method"] == "ncr" and meta["timings"] == {}
+
+
+def _auroc(folder: Path) -> float:
+    from cleanpairs.metrics import detection_metrics
+
+    table = pa.concat_tables(pq.read_table(p) for p in sorted(folder.glob("0*.parquet")))
+    truth = table.column("is_clean").to_numpy()
+    return detection_metrics(table.column("cp_p_clean").to_numpy(), truth)["auroc"]
+
+
+def test_a_large_corpus_is_fit_on_a_sample_and_scored_alike_every_time(tmp_path):
+    shards = noisy_shards(tmp_path / "in", images=40)
+    ncr = {"method": "ncr", "params": {"epochs": 5}, **OPTIONS}
+    first = score_shards(shards, tmp_path / "a", fit_pairs=200, **ncr)
+    score_shards(shards, tmp_path / "b", fit_pairs=200, **ncr)
+    assert first.fit_pairs == 200 and first.rows == 480
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    # Fit on 200 of the 480 pairs, the detection is about that of a fit on them all (measured:
+    # AUROC 0.758 against 0.780 on this synthetic corpus).
+    score_shards(shards, tmp_path / "whole", **ncr)
+    assert _auroc(tmp_path / "a") > _auroc(tmp_path / "whole") - 0.05
+
+
+def test_the_fit_sample_is_uniform_and_fixed_by_the_seed():
+    rows = fit_sample_rows([100, 50, 250], 80, seed=3)
+    assert len(rows) == 80 and len(set(rows.tolist())) == 80 and rows.max() < 400
+    assert np.array_equal(rows, fit_sample_rows([100, 50, 250], 80, seed=3))
+    assert fit_sample_rows([10, 10], 80, seed=0) is None
+
+
+def test_shards_of_one_name_in_two_folders_get_names_of_their_own(tmp_path):
+    names = output_names([tmp_path / "a" / "pairs.parquet", tmp_path / "b" / "pairs.parquet"])
+    assert names == ["a__pairs.parquet", "b__pairs.parquet"]
+
+
+def test_a_rerun_skips_finished_shards_and_does_not_fit_again(tmp_path):
+    shards = noisy_shards(tmp_path / "in")
+    out = tmp_path / "out"
+    score_shards(shards, out, method="similarity", fit_pairs=100, **OPTIONS)
+    reference = files(out)
+    (out / "00002.parquet").unlink()
+    (out / f"00002{MARKER_SUFFIX}").unlink()
+    (out / f"00003{MARKER_SUFFIX}").unlink()  # written but not marked: done again
+    run = score_shards(shards, out, method="similarity", fit_pairs=100, **OPTIONS)
+    assert not run.fitted and (run.scored_shards, run.skipped_shards) == (2, 2)
+    assert files(out) == reference
+
+
+def test_a_folder_of_another_run_is_refused_not_mixed(tmp_path):
+    shards = noisy_shards(tmp_path / "in", shards=2)
+    out = tmp_path / "out"
+    score_shards(shards, out, method="similarity", **OPTIONS)
+    before = files(out)
+    with pytest.raises(InputError, match="holds shards of another run .method differs"):
+        score_shards(shards, out, method="ncr", **OPTIONS)
+    with pytest.raises(InputError, match="holds shards of another run .seed differs"):
+        score_shards(shards, out, method="similarity", seed=1, **OPTIONS)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="no cleanpairs run wrote"):
+        score_shards(shards, tmp_path / "mine", method="similarity", **OPTIONS)
+    assert files(out) == before and (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_a_bad_shard_stops_the_run_before_anything_is_written_or_is_recorded(tmp_path):
+    shards = noisy_shards(tmp_path / "in", shards=3)
+    (shards / "00001.parquet").write_bytes(b"PAR1 not really parquet PAR1")
+    with pytest.raises(InputError, match="00001.parquet"):
+        score_shards(shards, tmp_path / "out", method="similarity", **OPTIONS)
+    assert not (tmp_path / "out").exists()
+    run = score_shards(shards, tmp_path / "out", method="similarity", skip_bad_shards=True, **OPTIONS)
+    assert run.scored_shards == 2 and [Path(f["source"]).name for f in run.failed_shards] == ["00001.parquet"]
+    record = json.loads((tmp_path / "out" / RUN_FILE).read_text())
+    assert record["failed_shards"][0]["source"].endswith("00001.parquet")
+
+
+def test_a_shard_of_another_layout_is_named(tmp_path):
+    shards = noisy_shards(tmp_path / "in", shards=2)
+    other = pq.read_table(shards / "00001.parquet").drop_columns(["image_emb"])
+    other = other.append_column("image_emb", pa.array(["x"] * other.num_rows))
+    pq.write_table(other, shards / "00001.parquet")
+    with pytest.raises(InputError, match="00001.parquet"):
+        score_shards(shards, tmp_path / "out", method="similarity", **OPTIONS)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_saved_scorer_scores_new_shards_without_fitting(tmp_path):
+    shards = noisy_shards(tmp_path / "in")
+    score_shards(shards, tmp_path / "out", method="ncr", fit_pairs=100, params={"epochs": 2},
+                 save_scorer_to=tmp_path / "scorer", **OPTIONS)  # fmt: skip
+    applied = score_shards(shards, tmp_path / "applied", scorer=tmp_path / "scorer", **OPTIONS)
+    assert not applied.fitted and applied.method == "ncr"
+    assert files(tmp_path / "applied") == files(tmp_path / "out")
+    new = noisy_shards(tmp_path / "new", shards=1, seed=7)
+    fresh = score_shards(new, tmp_path / "fresh", scorer=tmp_path / "scorer", **OPTIONS)
+    assert fresh.scored_rows == 60
+
+
+def _cli(*args: object, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(CLEANPAIRS), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_kill_9_mid_run_then_the_same_command_gives_the_uninterrupted_output(tmp_path):
+    shards = noisy_shards(tmp_path / "in", shards=12, images=30)
+    args = ["score", shards, "--encoder", "precomputed", "--method", "similarity", "--fit-pairs", "300",
+            "--device", "cpu", "--no-progress"]  # fmt: skip
+    done = _cli(*args, "-o", tmp_path / "reference", cwd=tmp_path)
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    killed = _cli(*args, "-o", tmp_path / "out", cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and killed.poll() is None:
+        if list((tmp_path / "out").glob(f"*{MARKER_SUFFIX}")):
+            break
+        time.sleep(0.005)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    markers = len(list((tmp_path / "out").glob(f"*{MARKER_SUFFIX}")))
+    assert markers < 12, "the run finished before it could be killed"
+    resumed = _cli(*args, "-o", tmp_path / "out", cwd=tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    report = resumed.stdout.read()
+    assert "reused the scorer fitted on 300 pairs" in report, report
+    assert files(tmp_path / "out") == files(tmp_path / "reference")
+    assert not [p for p in (tmp_path / "out").iterdir() if "tmp" in p.name]
+
+
+def test_the_cli_scores_a_folder_into_shards_beside_it_and_applies_a_scorer(tmp_path):
+    shards = noisy_shards(tmp_path / "in", shards=2)
+    done = subprocess.run([str(CLEANPAIRS), "score", shards, "--encoder", "precomputed", "--method",
+                           "similarity", "--save-scorer", tmp_path / "scorer", "--no-progress"],
+                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(files(tmp_path / "in.scores")) == ["00000.parquet", "00001.parquet"]
+    done = subprocess.run([str(CLEANPAIRS), "apply", tmp_path / "scorer", shards, "-o", tmp_path / "applied",
+                           "--no-progress"], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "scored 120 of 120 rows in 2 shards with similarity" in done.stdout
+    shutil.rmtree(tmp_path / "applied")
