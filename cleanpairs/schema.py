@@ -283,6 +283,9 @@ def require_scores_schema(schema: pa.Schema, source: object = "this file") -> Ru
     missing = [c for c in OUTPUT_COLUMNS if c not in schema.names]
     if missing:
         raise InputError(f"{source} is not a scores file: it lacks the columns {', '.join(missing)}")
+    twice = [c for c in OUTPUT_COLUMNS if schema.names.count(c) > 1]
+    if twice:
+        raise InputError(f"{source} is not a scores file: it has the column {twice[0]!r} more than once")
     for name in (P_CLEAN, SOFT_LABEL, SIMILARITY, REMATCH_SCORE, STATUS):
         dtype = schema.field(name).type
         wanted = _is_string if name == STATUS else pa.types.is_floating

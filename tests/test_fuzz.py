@@ -448,7 +448,7 @@ def test_a_damaged_scores_file_is_refused_in_one_line(tmp_path):
     meta = dict(table.schema.metadata)
     meta[METADATA_KEY] = meta[METADATA_KEY][: len(meta[METADATA_KEY]) // 2]
     pq.write_table(table.replace_schema_metadata(meta), tmp_path / "half-meta.parquet")
-    with pytest.raises(InputError, match="metadata of this file is damaged"):
+    with pytest.raises(InputError, match="its 'cleanpairs' metadata is not valid JSON"):
         open_scores(tmp_path / "half-meta.parquet")
     pages = _damage_a_data_page(scores, tmp_path / "bad-page.parquet")
     handle, _ = open_scores(pages)
@@ -464,7 +464,7 @@ def test_a_scores_file_with_columns_of_the_wrong_type_is_refused(tmp_path):
     as_text = pa.array([str(p) for p in table.column(P_CLEAN).to_pylist()])
     column = table.schema.get_field_index(P_CLEAN)
     pq.write_table(table.set_column(column, P_CLEAN, as_text), tmp_path / "t.parquet")
-    with pytest.raises(InputError, match="column 'cp_p_clean' must be float, but it holds string"):
+    with pytest.raises(InputError, match="its column cp_p_clean holds string, not floats"):
         filter_scores(tmp_path / "t.parquet", tmp_path / "kept.parquet", thresh=0.5)
     pq.write_table(table.append_column(P_CLEAN, table.column(P_CLEAN)), tmp_path / "twice.parquet")
     with pytest.raises(InputError, match="has the column 'cp_p_clean' more than once"):
@@ -511,7 +511,7 @@ def test_image_references_no_file_can_have_are_row_problems_in_one_line(tmp_path
 def test_an_image_claiming_billions_of_pixels_is_a_row_problem():
     gif = bytearray(_encoded(Image.new("RGB", (8, 8)), "GIF"))
     gif[6:10] = b"\xff\xff\xff\xff"  # logical screen 65535 x 65535
-    with pytest.raises(ImageProblem, match="^image cannot be decoded: "):
+    with pytest.raises(ImageProblem, match=r"^image too large \(4294836225 pixels, limit \d+\)$"):
         decode_image(bytes(gif))
 
 
@@ -530,8 +530,8 @@ def test_embeddings_with_nan_or_infinity_leave_their_row_unscored(tmp_path):
     )
     out = pq.read_table(run.output)
     status = out.column("cp_status").to_pylist()
-    assert status[3] == "image embedding has NaN or infinite values"
-    assert status[7] == "text embedding has NaN or infinite values"
+    assert status[3] == "embedding has NaN or inf"
+    assert status[7] == "embedding has NaN or inf"
     assert status.count(STATUS_OK) == 38
     p_clean = out.column("cp_p_clean").to_numpy(zero_copy_only=False)
     assert np.isnan(p_clean[[3, 7]]).all() and np.isfinite(np.delete(p_clean, [3, 7])).all()

@@ -176,7 +176,8 @@ def _load_head(folder: Path, part: str, sizes: dict[str, int]) -> ProjectionHead
         state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise InputError(_refusal(file, err)) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, UnicodeDecodeError) as err:
+        # A damaged file fails in zip, pickle or torch code, each with an error of its own.
         raise InputError(f"{file} cannot be read as torch tensors ({_first_line(err)})") from None
     head = ProjectionHead(sizes["d_in"], sizes["d_out"], sizes["hidden"])
     wanted = {k: tuple(v.shape) for k, v in head.state_dict().items()}
