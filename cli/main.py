@@ -264,6 +264,7 @@ def demo_corpus(
 # Commands defined in their own modules register on import; after these, so `--help` lists score first.
 from cleanpairs.cli import bench as _bench  # noqa: E402, F401  (registers bench)
 from cleanpairs.cli import retrieval as _retrieval  # noqa: E402, F401  (registers train, eval, search)
+from cleanpairs.cli import review as _review  # noqa: E402, F401  (registers review)
 
 
 def _click_exceptions() -> ModuleType:
