@@ -14,7 +14,8 @@ from cleanpairs.cli.app import MaxImagePixelsOption, app, reports_errors
 @reports_errors
 def review(
     scores: Annotated[
-        Path, typer.Argument(help="A scores file, or a folder of score shards (every *.parquet, in name order).")
+        Path,
+        typer.Argument(help="A scores file, or a folder of score shards (every *.parquet, in name order)."),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder of the review site.")],
     truth: Annotated[

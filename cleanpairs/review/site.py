@@ -231,7 +231,7 @@ def build_review(
             "source": os.path.abspath(source),
             "settings": {"truth": truth, "thresh": thresh, "worst": worst, "borderline": borderline,
                          "sample": sample, "seed": seed},
-            "files": files + ["thumbs"],
+            "files": [*files, "thumbs"],
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return ReviewResult(

@@ -79,7 +79,8 @@ def _truth_type_check(shards: list[Shard], truth: str) -> None:
     for shard in shards:
         schema = shard.handle.schema_arrow
         if truth not in schema.names:
-            raise InputError(f"no column {truth!r} in {shard.path}; columns present: {', '.join(schema.names)}")
+            present = ", ".join(schema.names)
+            raise InputError(f"no column {truth!r} in {shard.path}; columns present: {present}")
         if not pa.types.is_boolean(schema.field(truth).type):
             raise InputError(
                 f"--truth column {truth!r} must be boolean (true for clean pairs), "
@@ -190,8 +191,6 @@ def partner_captions(shards: list[Shard], keys: set[str]) -> dict[str, str | Non
             batch_keys = pa.array(global_rows) if by_row else batch.column(key_col)
             as_text = pc.cast(batch_keys, pa.string())
             hit = pc.is_in(as_text, value_set=pa.array(sorted(keys), pa.string()))
-            pairs = zip(
-                as_text.filter(hit).to_pylist(), batch.column(caption_col).filter(hit).to_pylist(), strict=True
-            )
-            found.update(pairs)
+            captions = batch.column(caption_col).filter(hit).to_pylist()
+            found.update(zip(as_text.filter(hit).to_pylist(), captions, strict=True))
     return found
