@@ -12,6 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def as_float32(thresh: float) -> float:
+    """``thresh`` rounded to float32, as ``filter`` compares it with the float32 ``cp_p_clean``:
+    a row the page counts as kept is one ``filter --thresh`` keeps."""
+    return float(np.float32(thresh))
+
+
 class BottomK:
     """The ``k`` rows with the smallest ranking values seen so far (ties: the earlier row), each
     with a payload value carried along (the row's score, where the ranking value is not).
@@ -132,7 +138,7 @@ class Selector:
         # A bottom-k of uniform random priorities is a uniform sample without replacement (a
         # reservoir); drawing one priority per row keeps it independent of the batch sizes.
         priority = self._rng.random(len(p))
-        kept = scored & (p >= self.thresh)
+        kept = scored & (p >= as_float32(self.thresh))
         self._sample.offer(rows[kept], priority[kept])
         self._unscored.offer(rows[~scored])
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cleanpairs.review.select import as_float32
+
 KEEP_AT = (0.3, 0.5, 0.7)
 """The thresholds at which the page says how many pairs ``filter --thresh T`` keeps."""
 
@@ -72,7 +74,7 @@ class ScoreStats:
         ps = p[scored]
         self.scored += len(ps)
         for t in sorted({*KEEP_AT, self.thresh}):
-            self.kept_at[t] = self.kept_at.get(t, 0) + int(np.count_nonzero(ps >= t))
+            self.kept_at[t] = self.kept_at.get(t, 0) + int(np.count_nonzero(ps >= as_float32(t)))
         self.hist += _bins(ps, PLOT_BINS)
         if truth is None:
             return
@@ -81,7 +83,7 @@ class ScoreStats:
         self.hist_noisy += _bins(ps[~clean], PLOT_BINS)
         self._fine_clean += _bins(ps[clean], AUROC_BINS)
         self._fine_noisy += _bins(ps[~clean], AUROC_BINS)
-        flagged = ps < self.thresh
+        flagged = ps < as_float32(self.thresh)
         noisy = ~clean
         self._confusion += [
             np.count_nonzero(noisy & flagged),  # true positives
