@@ -264,9 +264,8 @@ def filter_scores(
         )
         rej_writer = (
             pq.ParquetWriter(
-                rej_tmp, _tagged_schema(
-                    schema, meta, rejected_folders, thresh=thresh, side="rejected", **listed
-                )
+                rej_tmp,
+                _tagged_schema(schema, meta, rejected_folders, thresh=thresh, side="rejected", **listed),
             )
             if rej_tmp is not None
             else None

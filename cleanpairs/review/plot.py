@@ -22,16 +22,37 @@ def write_histogram(stats: ScoreStats, target: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 2.8), dpi=100)
     try:
         if stats.with_truth:
-            ax.bar(edges[:-1], stats.hist_clean, width=width, align="edge", color="#4c9a6a",
-                   edgecolor="white", label="clean (truth)")
-            ax.bar(edges[:-1], stats.hist_noisy, width=width, align="edge", bottom=stats.hist_clean,
-                   color="#d0604f", edgecolor="white", label="noisy (truth)")
+            ax.bar(
+                edges[:-1],
+                stats.hist_clean,
+                width=width,
+                align="edge",
+                color="#4c9a6a",
+                edgecolor="white",
+                label="clean (truth)",
+            )
+            ax.bar(
+                edges[:-1],
+                stats.hist_noisy,
+                width=width,
+                align="edge",
+                bottom=stats.hist_clean,
+                color="#d0604f",
+                edgecolor="white",
+                label="noisy (truth)",
+            )
             ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False, fontsize=9)
         else:
             ax.bar(edges[:-1], stats.hist, width=width, align="edge", color="#5878a8", edgecolor="white")
         ax.axvline(stats.thresh, color="#222222", linestyle="--", linewidth=1)
-        ax.annotate(f"threshold {stats.thresh:g}", (stats.thresh, 1), xycoords=("data", "axes fraction"),
-                    xytext=(4, -12), textcoords="offset points", fontsize=9)
+        ax.annotate(
+            f"threshold {stats.thresh:g}",
+            (stats.thresh, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -12),
+            textcoords="offset points",
+            fontsize=9,
+        )
         ax.set_xlim(0, 1)
         ax.set_xlabel("cp_p_clean (low: likely mismatched)")
         ax.set_ylabel("pairs")

@@ -127,14 +127,30 @@ def _sections(selection: Selection, position: dict[int, int], stats: ScoreStats)
     below = stats.scored - stats.kept_at.get(stats.thresh, 0)
     kept = stats.kept_at.get(stats.thresh, 0)
     parts = [
-        ("worst", "Most likely mismatched", selection.worst,
-         f"lowest cp_p_clean first; {below:,} scored pairs are below the threshold {stats.thresh:g}"),
-        ("borderline", "Borderline", selection.borderline,
-         f"the pairs nearest the threshold {stats.thresh:g}, in order of cp_p_clean"),
-        ("sample", "Random sample of kept pairs", selection.sample,
-         f"drawn uniformly from the {kept:,} pairs with cp_p_clean >= {stats.thresh:g}"),
-        ("unscored", "Not scored", selection.unscored,
-         "the first rows with no score; their cp_status says why"),
+        (
+            "worst",
+            "Most likely mismatched",
+            selection.worst,
+            f"lowest cp_p_clean first; {below:,} scored pairs are below the threshold {stats.thresh:g}",
+        ),
+        (
+            "borderline",
+            "Borderline",
+            selection.borderline,
+            f"the pairs nearest the threshold {stats.thresh:g}, in order of cp_p_clean",
+        ),
+        (
+            "sample",
+            "Random sample of kept pairs",
+            selection.sample,
+            f"drawn uniformly from the {kept:,} pairs with cp_p_clean >= {stats.thresh:g}",
+        ),
+        (
+            "unscored",
+            "Not scored",
+            selection.unscored,
+            "the first rows with no score; their cp_status says why",
+        ),
     ]
     return [
         {"id": pid, "title": title, "note": note, "rows": [position[r] for r in rows.tolist()]}
@@ -229,8 +245,14 @@ def build_review(
             "format": MANIFEST_FORMAT,
             "version": cleanpairs.__version__,
             "source": os.path.abspath(source),
-            "settings": {"truth": truth, "thresh": thresh, "worst": worst, "borderline": borderline,
-                         "sample": sample, "seed": seed},
+            "settings": {
+                "truth": truth,
+                "thresh": thresh,
+                "worst": worst,
+                "borderline": borderline,
+                "sample": sample,
+                "seed": seed,
+            },
             "files": [*files, "thumbs"],
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))

@@ -29,9 +29,15 @@ def write_review_scores(folder: Path, rows: int = ROWS) -> Path:
     table = pa.table(
         {
             "key": keys,
-            "image": [str(folder / "gone.jpg") if i == MISSING_ROW else images[i % len(images)] for i in range(rows)],
+            "image": [
+                str(folder / "gone.jpg") if i == MISSING_ROW else images[i % len(images)] for i in range(rows)
+            ],
             "caption": [
-                SCRIPT_CAPTION if i == SCRIPT_ROW else ATTRIBUTE_CAPTION if i == ATTRIBUTE_ROW else f"caption {i}"
+                SCRIPT_CAPTION
+                if i == SCRIPT_ROW
+                else ATTRIBUTE_CAPTION
+                if i == ATTRIBUTE_ROW
+                else f"caption {i}"
                 for i in range(rows)
             ],
             "is_clean": [i % 2 == 0 for i in range(rows)],

@@ -78,7 +78,10 @@ def test_corpus_text_cannot_close_the_data_element(review_scores, tmp_path):
     assert html.count("</script>") == 2  # the data element's and the page script's own
     captions = [p["caption"] for p in page_data(out / "index.html")["pairs"]]
     assert SCRIPT_CAPTION in captions and ATTRIBUTE_CAPTION in captions
-    assert safe_json({"a": "</script><!-- & \u2028"}) == '{"a":"\\u003c/script\\u003e\\u003c!-- \\u0026 \\u2028"}'
+    assert (
+        safe_json({"a": "</script><!-- & \u2028"})
+        == '{"a":"\\u003c/script\\u003e\\u003c!-- \\u0026 \\u2028"}'
+    )
 
 
 def test_a_folder_of_shards_reads_as_one_table(tmp_path):
@@ -107,7 +110,9 @@ def test_a_review_replaces_an_earlier_review_but_no_other_folder(review_scores, 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match=r"mine already holds files that no cleanpairs review wrote \(notes\.txt\)"):
+    with pytest.raises(
+        InputError, match=r"mine already holds files that no cleanpairs review wrote \(notes\.txt\)"
+    ):
         build_review(review_scores, mine)
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
