@@ -33,17 +33,24 @@ from cleanpairs.schema import (
 
 @dataclass
 class Shard:
-    """One scores file of the table: its handle, run metadata, image folders, first global row."""
+    """One scores file of the table: its schema, run metadata, image folders, rows and first
+    global row. Each pass opens the file afresh and closes it after: an open parquet handle
+    holds on to buffers of what it read, which over thousands of shards would add up."""
 
     path: Path
-    handle: pq.ParquetFile
+    schema: pa.Schema
     meta: RunMetadata
     folders: ImageFolders
     start: int
+    rows: int
 
-    @property
-    def rows(self) -> int:
-        return self.handle.metadata.num_rows
+    def batches(self, columns: list[str]) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        """The shard's ``columns`` a bounded batch at a time, with each row's global number."""
+        offset = self.start
+        with pq.ParquetFile(self.path) as handle:
+            for batch in iter_batches(handle, columns=columns):
+                yield batch, np.arange(offset, offset + batch.num_rows, dtype=np.int64)
+                offset += batch.num_rows
 
 
 def open_shards(source: str | os.PathLike) -> list[Shard]:
@@ -66,9 +73,11 @@ def open_shards(source: str | os.PathLike) -> list[Shard]:
     shards, start = [], 0
     for file in files:
         handle, meta = open_scores(file)
-        folders = ImageFolders.from_metadata(meta.extra, handle.metadata.num_rows, file)
-        shards.append(Shard(file, handle, meta, folders, start))
-        start += handle.metadata.num_rows
+        with handle:
+            rows, schema = handle.metadata.num_rows, handle.schema_arrow
+        folders = ImageFolders.from_metadata(meta.extra, rows, file)
+        shards.append(Shard(file, schema, meta, folders, start, rows))
+        start += rows
     keys = {s.meta.roles.get("key") for s in shards}
     if len(keys) > 1:
         raise InputError(f"the shards of {source} use different key columns: {', '.join(map(str, keys))}")
@@ -77,7 +86,7 @@ def open_shards(source: str | os.PathLike) -> list[Shard]:
 
 def _truth_type_check(shards: list[Shard], truth: str) -> None:
     for shard in shards:
-        schema = shard.handle.schema_arrow
+        schema = shard.schema
         if truth not in schema.names:
             present = ", ".join(schema.names)
             raise InputError(f"no column {truth!r} in {shard.path}; columns present: {present}")
@@ -102,7 +111,7 @@ def scan(
         _truth_type_check(shards, truth)
     columns = [P_CLEAN, STATUS] + ([truth] if truth else [])
     for shard in shards:
-        for batch in iter_batches(shard.handle, columns=columns):
+        for batch, _ in shard.batches(columns):
             p = batch.column(P_CLEAN).to_numpy(zero_copy_only=False).astype(np.float64)
             is_clean = None
             if truth:
@@ -123,13 +132,6 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _batches_with_rows(shard: Shard, columns: list[str]) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    offset = shard.start
-    for batch in iter_batches(shard.handle, columns=columns):
-        yield batch, np.arange(offset, offset + batch.num_rows, dtype=np.int64)
-        offset += batch.num_rows
-
-
 def read_rows(shards: list[Shard], rows: np.ndarray, truth: str | None) -> dict[int, dict]:
     """The page's record of each selected row (global row numbers), by row: key, caption, the
     ``cp_*`` values, the resolved image reference and, with a truth column, whether it is clean.
@@ -144,10 +146,10 @@ def read_rows(shards: list[Shard], rows: np.ndarray, truth: str | None) -> dict[
     wanted = np.asarray(rows, np.int64)
     out: dict[int, dict] = {}
     for shard in shards:
-        names = shard.handle.schema_arrow.names
+        names = shard.schema.names
         columns = [P_CLEAN, SOFT_LABEL, SIMILARITY, REMATCH_KEY, REMATCH_SCORE, STATUS]
         columns += [c for c in (key_col, image_col, caption_col, truth) if c and c in names]
-        for batch, global_rows in _batches_with_rows(shard, columns):
+        for batch, global_rows in shard.batches(columns):
             hit = np.isin(global_rows, wanted)
             if not hit.any():
                 continue
@@ -187,7 +189,7 @@ def partner_captions(shards: list[Shard], keys: set[str]) -> dict[str, str | Non
     by_row = key_col in (None, ROW_NUMBER_KEY)
     for shard in shards:
         columns = [caption_col] + ([] if by_row else [key_col])
-        for batch, global_rows in _batches_with_rows(shard, columns):
+        for batch, global_rows in shard.batches(columns):
             batch_keys = pa.array(global_rows) if by_row else batch.column(key_col)
             as_text = pc.cast(batch_keys, pa.string())
             hit = pc.is_in(as_text, value_set=pa.array(sorted(keys), pa.string()))
