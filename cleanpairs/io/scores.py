@@ -209,11 +209,24 @@ def _key_decision(
             found[option] += int(pc.sum(pc.is_in(keys, value_set=listed)).as_py() or 0)
     for option, listed in lists.items():
         if found[option] < len(listed):
+            example = _first_unknown(handle, decision, listed)
             raise InputError(
                 f"{option}: {len(listed) - found[option]} of the {len(listed)} keys listed are not keys "
-                f"of {source}"
+                f"of {source}, as {example!r}"
             )
     return decision
+
+
+def _first_unknown(handle: pq.ParquetFile, decision: _KeyDecision, listed: pa.Array) -> object:
+    """The first key of ``listed`` that no row of the file has (another pass, on the error path)."""
+    missing = listed
+    offset = 0
+    columns = [] if decision.key_col == ROW_NUMBER_KEY else [decision.key_col]
+    for batch in iter_batches(handle, columns=columns):
+        keys = decision.keys(batch, offset)
+        offset += batch.num_rows
+        missing = pc.filter(missing, pc.invert(pc.is_in(missing, value_set=keys)))
+    return missing[0].as_py()
 
 
 def filter_scores(

@@ -102,6 +102,10 @@ def test_filter_refuses_unknown_or_contradicting_keys_and_writes_nothing(review_
         invoke("filter", review_scores, "-o", out, "--drop-keys", tmp_path / "unknown.txt"),
         "--drop-keys: 1 of the 2 keys listed are not keys of",
     )
+    assert (
+        "scores.parquet, as 'not-a-key'"
+        in invoke("filter", review_scores, "-o", out, "--drop-keys", tmp_path / "unknown.txt").stderr
+    )
     (tmp_path / "both.txt").write_text("k005\n")
     one_error_line(
         invoke(
