@@ -215,26 +215,24 @@ def build_review(
     )
     selection, stats = scan(shards, selector, ScoreStats(thresh, with_truth=truth is not None), truth)
     rows = selection.rows()
-    records = read_rows(shards, rows, truth)
-    captions = partner_captions(shards, {r["rematch_key"] for r in records.values() if r["rematch_key"]})
+    position = {row: n for n, row in enumerate(rows.tolist())}
     with atomic_output(out_dir, directory=True) as tmp:
         (tmp / "thumbs").mkdir()
-        files = ["index.html", "histogram.svg"]
-        pairs, unreadable = [], 0
-        for n, row in enumerate(rows.tolist()):
-            record = dict(records[row])
-            name = f"thumbs/{n:05d}.jpg"
-            problem = write_thumbnail(record.pop("image"), tmp / name, max_pixels=max_image_pixels)
-            if problem is None:
-                files.append(name)
-            else:
-                unreadable += 1
-            record["thumb"] = name if problem is None else None
-            record["problem"] = problem
+
+        def thumbnail(row: int, ref: str | bytes | None) -> dict:
+            name = f"thumbs/{position[row]:05d}.jpg"
+            problem = write_thumbnail(ref, tmp / name, max_pixels=max_image_pixels)
+            return {"thumb": name if problem is None else None, "problem": problem}
+
+        records = read_rows(shards, rows, truth, thumbnail)
+        captions = partner_captions(shards, {r["rematch_key"] for r in records.values() if r["rematch_key"]})
+        pairs = [records[row] for row in rows.tolist()]
+        for record in pairs:
             record["rematch_caption"] = captions.get(record["rematch_key"]) if record["rematch_key"] else None
-            pairs.append(record)
+        thumbs = [record["thumb"] for record in pairs if record["thumb"]]
+        unreadable = len(pairs) - len(thumbs)
+        files = ["index.html", "histogram.svg", *thumbs]
         write_histogram(stats, tmp / "histogram.svg")
-        position = {row: n for n, row in enumerate(rows.tolist())}
         data = {
             "run": _run_facts(source, shards, stats, truth),
             "sections": _sections(selection, position, stats),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,9 +132,13 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def read_rows(shards: list[Shard], rows: np.ndarray, truth: str | None) -> dict[int, dict]:
+def read_rows(
+    shards: list[Shard], rows: np.ndarray, truth: str | None, image: Callable[[int, str | bytes | None], dict]
+) -> dict[int, dict]:
     """The page's record of each selected row (global row numbers), by row: key, caption, the
-    ``cp_*`` values, the resolved image reference and, with a truth column, whether it is clean.
+    ``cp_*`` values and, with a truth column, whether it is clean, plus what ``image(row, ref)``
+    returns for the row's resolved image reference (a path or bytes). ``image`` is called while
+    the batch is read, so no image bytes are held beyond one batch.
 
     Raises
     ------
@@ -173,7 +177,7 @@ def read_rows(shards: list[Shard], rows: np.ndarray, truth: str | None) -> dict[
                     "rematch_key": _text(data[REMATCH_KEY][i]),
                     "rematch_score": _number(data[REMATCH_SCORE][i]),
                     "truth": bool(data[truth][i]) if truth and data[truth][i] is not None else None,
-                    "image": images[i],
+                    **image(row, images[i]),
                 }
     return out
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from cleanpairs.errors import CleanpairsError, InputError
+from cleanpairs.io.scores import write_scores
 from cleanpairs.review import build_review
 from cleanpairs.review.site import safe_json
+from tests.conftest import run_metadata
 from tests.review.conftest import ATTRIBUTE_CAPTION, MISSING_ROW, ROWS, SCRIPT_CAPTION, write_review_scores
 
 
@@ -92,7 +97,7 @@ def test_a_folder_of_shards_reads_as_one_table(tmp_path):
     shutil.copy(first, shards / "part-0.parquet")
     table = pq.read_table(second)
     keys = [f"z{k}" for k in table.column("key").to_pylist()]
-    table = table.set_column(0, "key", __import__("pyarrow").array(keys))
+    table = table.set_column(0, "key", pa.array(keys))
     pq.write_table(table, shards / "part-1.parquet")
     build_review(shards, tmp_path / "review", worst=4, borderline=0, sample=0)
     data = page_data(tmp_path / "review" / "index.html")
@@ -131,3 +136,36 @@ def test_bad_settings_are_refused_and_nothing_is_written(review_scores, tmp_path
     with pytest.raises(CleanpairsError, match=message):
         build_review(review_scores, tmp_path / "review", **kwargs)
     assert not (tmp_path / "review").exists()
+
+
+def test_images_stored_as_bytes_get_thumbnails_too(tmp_path):
+    def png(colour: str) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (640, 320), colour).save(buf, format="PNG")
+        return buf.getvalue()
+
+    table = pa.table(
+        {"id": [7, 8, 9], "image": [png("red"), b"not an image", png("blue")], "text": list("abc")}
+    )
+    p = pa.array(np.array([0.1, 0.2, 0.9], np.float32))
+    columns = {
+        "cp_p_clean": p,
+        "cp_soft_label": p,
+        "cp_similarity": p,
+        "cp_rematch_key": pa.array([9, None, None], pa.int64()),
+        "cp_rematch_score": pa.array([0.5, None, None], pa.float32()),
+        "cp_status": pa.array(["ok"] * 3),
+    }
+    meta = run_metadata(3, {"key": "id", "image": "image", "caption": "text"})
+    write_scores(table, columns, meta, tmp_path / "s.parquet")
+    result = build_review(tmp_path / "s.parquet", tmp_path / "review")
+    assert (result.thumbnails, result.unreadable) == (2, 1)
+    worst = section(page_data(result.index), "worst")
+    assert [(p["key"], p["caption"], p["rematch_caption"]) for p in worst] == [
+        ("7", "a", "c"),
+        ("8", "b", None),
+        ("9", "c", None),
+    ]
+    assert "cannot be decoded" in worst[1]["problem"]
+    with Image.open(tmp_path / "review" / worst[0]["thumb"]) as thumb:
+        assert thumb.size == (240, 120)
