@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo-run
 
-.PHONY: env demo test lint bench clean
+.PHONY: env demo test lint bench clean browser
 
 env: $(STAMP)
 
@@ -25,7 +25,17 @@ demo: $(STAMP)
 	$(BIN)/cleanpairs filter $(DEMO)/scores.parquet --thresh 0.5 -o $(DEMO)/kept.parquet --rejected $(DEMO)/rejected.parquet
 	$(BIN)/cleanpairs export $(DEMO)/scores.parquet --format webdataset --thresh 0.5 -o $(DEMO)/export
 
-test: $(STAMP)
+# The review page's browser test drives Chromium headless; a fresh Debian/Ubuntu machine gets it here
+# (root or sudo needed); where it cannot be installed, that one test is skipped and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
+		|| echo "make browser: could not install chromium; the browser test will be skipped"; \
+	else echo "make browser: no apt-get here; install chromium and chromedriver for the browser test"; fi
+
+test: $(STAMP) browser
 	$(BIN)/ruff check cleanpairs cli tests benchmarks
 	$(BIN)/python -m pytest -q
 

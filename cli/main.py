@@ -257,11 +257,19 @@ def filter_(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where the kept rows go.")],
     thresh: Annotated[float, typer.Option(help="Keep rows with cp_p_clean >= THRESH.")] = 0.5,
     rejected: Annotated[Path | None, typer.Option(help="Also write the other rows here.")] = None,
+    keep_keys: Annotated[
+        Path | None, typer.Option(help="Keys file (one per line, as `review` downloads): keep these rows.")
+    ] = None,
+    drop_keys: Annotated[
+        Path | None, typer.Option(help="Keys file (one per line, as `review` downloads): drop these rows.")
+    ] = None,
 ) -> None:
     """Keep the rows whose clean posterior reaches the threshold."""
     from cleanpairs.io.scores import filter_scores
 
-    counts = filter_scores(scores, output, thresh=thresh, rejected=rejected)
+    counts = filter_scores(
+        scores, output, thresh=thresh, rejected=rejected, keep_keys=keep_keys, drop_keys=drop_keys
+    )
     total = counts.kept + counts.rejected
     typer.echo(f"kept {counts.kept} of {total} rows (cp_p_clean >= {thresh}) -> {output}")
     if rejected is not None:
@@ -401,6 +409,7 @@ def demo_corpus(
 # Commands defined in their own modules register on import; after these, so `--help` lists score first.
 from cleanpairs.cli import bench as _bench  # noqa: E402, F401  (registers bench)
 from cleanpairs.cli import retrieval as _retrieval  # noqa: E402, F401  (registers train, eval, search)
+from cleanpairs.cli import review as _review  # noqa: E402, F401  (registers review)
 
 
 def _click_exceptions() -> ModuleType:

@@ -21,7 +21,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("cleanpairs.encoders",),
     ("cleanpairs.methods",),
     ("cleanpairs.noise", "cleanpairs.metrics", "cleanpairs.demo"),
-    ("cleanpairs.pipeline", "cleanpairs.retrieval", "cleanpairs.bench", "cleanpairs.bench_report"),
+    ("cleanpairs.pipeline", "cleanpairs.retrieval", "cleanpairs.bench", "cleanpairs.bench_report",
+     "cleanpairs.review"),
     ("cleanpairs.sharded",),
     ("cleanpairs.cli",),
 ]
