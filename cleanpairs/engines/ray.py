@@ -173,7 +173,8 @@ def _run(
                     submitted += 1
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    results[pending.pop(ref)] = ray.get(ref)
+                    index = pending.pop(ref)  # before get: a failed task is not cancelled again
+                    results[index] = ray.get(ref)
                     bar.update(1)
         except RayTaskError as err:
             _cancel(ray, pending)
@@ -186,12 +187,23 @@ def _run(
     return results
 
 
-def _cancel(ray: ModuleType, pending: dict[Any, int]) -> None:
-    # Stop what has not run yet; on a Ray started here, shutting down would too, but on a
-    # cluster the tasks would go on writing shards for a run that has already failed.
-    for ref in pending:
+def _cancel(ray: ModuleType, pending: dict[Any, int], settle_s: float = 30.0) -> None:
+    """Stop the tasks not yet finished and wait until they have stopped.
+
+    On a Ray started here shutting down would stop them too, but on a cluster (or a Ray the
+    caller holds) they would go on writing shards for a run that has already failed. ``force``
+    ends a running step at once (a gentle cancel reaches it only at its next Python line, after
+    a long read or model call); the half-written temporary it leaves is swept by the next write
+    of that output (``atomic_output``). A task Ray is handing to a worker at that moment can
+    miss the cancel and finish: waiting for every one to settle means none is still running
+    when the caller gets the error.
+    """
+    refs = list(pending)
+    for ref in refs:
         with contextlib.suppress(Exception):
-            ray.cancel(ref)
+            ray.cancel(ref, force=True)
+    with contextlib.suppress(Exception):
+        ray.wait(refs, num_returns=len(refs), timeout=settle_s)
 
 
 def _name(step: Callable[..., Any]) -> str:

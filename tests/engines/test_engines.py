@@ -213,6 +213,22 @@ def test_an_address_is_refused_where_this_process_already_runs_ray(shared_ray):
                               "leave ray_address unset to run there, or call ray.shutdown() first")
 
 
+def test_a_failing_task_stops_the_others_before_the_error_returns(tmp_path, shared_ray):
+    shards = [Shard(s.path, s.out, delay=1.0) for s in make_shards(tmp_path / "in", tmp_path / "out")]
+    missing = Shard(str(tmp_path / "in" / "gone.parquet"), str(tmp_path / "out" / "gone.json"))
+    with pytest.raises(InputError):
+        run_tasks(summarise, [missing, *shards], engine="ray")
+    # Ray may have handed a task to a worker just as the cancel came; such a task finishes its
+    # shard whole. What must not happen is a task still running once the error has returned.
+    at_error = sorted((tmp_path / "out").glob("*.json")) if (tmp_path / "out").exists() else []
+    time.sleep(1.5)  # long enough for a task left running to write its file
+    later = sorted((tmp_path / "out").glob("*.json")) if (tmp_path / "out").exists() else []
+    assert later == at_error
+    assert len(later) < len(shards)
+    for path in later:
+        assert json.loads(path.read_text())["rows"] > 0
+
+
 def test_other_errors_on_a_ray_worker_propagate(tmp_path, shared_ray):
     with pytest.raises(ValueError, match="not a CleanpairsError: a.parquet"):
         run_tasks(broken, [Shard("a.parquet", "")], engine="ray")
