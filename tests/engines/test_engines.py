@@ -104,6 +104,11 @@ def test_the_local_engine_runs_in_order_and_writes_every_file(tmp_path):
     assert json.loads((tmp_path / "out" / "00003.json").read_text()) == results[3]
 
 
+def test_a_progress_bar_stays_quiet_off_a_terminal(tmp_path, capfd):
+    run_tasks(summarise, make_shards(tmp_path / "in", tmp_path / "out"), progress=True, description="x")
+    assert capfd.readouterr() == ("", "")
+
+
 def test_importing_the_engines_does_not_import_ray():
     code = "import sys, cleanpairs.engines; assert 'ray' not in sys.modules, 'ray imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
