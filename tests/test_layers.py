@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, ...]] = [
     ("cleanpairs", "cleanpairs.errors", "cleanpairs.schema", "cleanpairs.contract", "cleanpairs.device"),
     ("cleanpairs.core",),
-    ("cleanpairs.io",),
+    ("cleanpairs.io", "cleanpairs.engines"),
     ("cleanpairs.encoders",),
     ("cleanpairs.methods",),
     ("cleanpairs.noise", "cleanpairs.metrics", "cleanpairs.demo"),
