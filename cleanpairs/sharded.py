@@ -26,6 +26,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +415,9 @@ def score_shards(
     if fit_pairs < 2:
         raise ParameterError(f"--fit-pairs must be at least 2; got {fit_pairs}")
     check_max_pixels(max_image_pixels)
+    from cleanpairs.engines import check_engine
+
+    check_engine(engine, ray_address=ray_address)
     roles_options = {"key_col": key_col, "image_col": image_col, "text_col": text_col}
     shards = expand_sources(source)
     if scorer is not None:
@@ -583,21 +587,28 @@ def _count_all(shards: list[Path], *, skip: bool) -> tuple[list[int], list[dict[
     return counts, failed
 
 
+def _score_or_record(task: ShardTask, *, skip: bool) -> dict[str, Any]:
+    """The shard step as the engines run it: a shard that fails with a :class:`CleanpairsError`
+    stops the run naming the shard, or with ``skip`` comes back as a failure record."""
+    try:
+        return score_shard(task)
+    except CleanpairsError as err:
+        if not skip:
+            raise InputError(f"shard {task.source}: {err}") from None
+        return {"failed": True, "source": os.path.abspath(task.source), "error": str(err)}
+
+
 def _run(
     tasks: list[ShardTask], *, engine: str, ray_address: str | None, skip: bool, progress: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Run the shard step over ``tasks``; with ``skip``, a shard that fails with a
-    :class:`CleanpairsError` is recorded and the rest go on."""
-    if engine != "local":
-        raise ParameterError(f"unknown engine {engine!r}; choose local")
-    results, failed = [], []
-    for task in tasks:
-        try:
-            results.append(score_shard(task))
-        except CleanpairsError as err:
-            if not skip:
-                raise InputError(f"shard {task.source}: {err}") from None
-            failed.append({"source": os.path.abspath(task.source), "error": str(err)})
+    """Run the shard step over ``tasks`` on the engine; return the finished and failed shards."""
+    from cleanpairs.engines import run_tasks
+
+    step = partial(_score_or_record, skip=skip)
+    done = run_tasks(step, tasks, engine=engine, ray_address=ray_address, progress=progress,
+                     description="scoring shards")  # fmt: skip
+    results = [r for r in done if not r.get("failed")]
+    failed = [{"source": r["source"], "error": r["error"]} for r in done if r.get("failed")]
     return results, failed
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cleanpairs.errors import InputError
+from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.pipeline import score_corpus
 from cleanpairs.sharded import MARKER_SUFFIX, RUN_FILE, fit_sample_rows, output_names, score_shards
 
@@ -217,3 +217,20 @@ def test_the_cli_scores_a_folder_into_shards_beside_it_and_applies_a_scorer(tmp_
     assert done.returncode == 0, done.stderr
     assert "scored 120 of 120 rows in 2 shards with similarity" in done.stdout
     shutil.rmtree(tmp_path / "applied")
+
+
+def test_the_ray_engine_writes_what_the_local_engine_writes(tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    shards = noisy_shards(tmp_path / "in", shards=3)
+    settings = {"method": "ncr", "fit_pairs": 100, "params": {"epochs": 2}, **OPTIONS}
+    score_shards(shards, tmp_path / "local", **settings)
+    run = score_shards(shards, tmp_path / "ray", engine="ray", **settings)
+    assert run.scored_shards == 3
+    assert files(tmp_path / "ray") == files(tmp_path / "local")
+
+
+def test_an_unknown_engine_is_refused_before_any_work(tmp_path):
+    shards = noisy_shards(tmp_path / "in", shards=1)
+    with pytest.raises(ParameterError, match="unknown engine 'spark'; choose local or ray"):
+        score_shards(shards, tmp_path / "out", method="similarity", engine="spark", **OPTIONS)
+    assert not (tmp_path / "out").exists()

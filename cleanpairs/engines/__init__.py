@@ -21,7 +21,31 @@ R = TypeVar("R")
 
 ENGINES = ("local", "ray")
 
-__all__ = ["ENGINES", "run_tasks"]
+__all__ = ["ENGINES", "check_engine", "run_tasks"]
+
+
+def check_engine(engine: str, *, ray_address: str | None = None, num_cpus: int | None = None) -> None:
+    """Check an engine and its settings before any work (Ray is imported to see it is there).
+
+    Raises
+    ------
+    ParameterError
+        An unknown engine, a ray setting given to the local engine, a ``num_cpus`` that is not
+        a positive whole number, or the ray engine without Ray installed.
+    """
+    if engine not in ENGINES:
+        raise ParameterError(f"unknown engine {engine!r}; choose local or ray")
+    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
+        raise ParameterError(f"num_cpus must be a whole number of at least 1; got {num_cpus!r}")
+    if engine == "local":
+        for name, value in (("ray_address", ray_address), ("num_cpus", num_cpus)):
+            if value is not None:
+                raise ParameterError(f"{name} applies to the ray engine only; the local engine runs "
+                                     "one task at a time in this process")
+    else:
+        from cleanpairs.engines.ray import import_ray
+
+        import_ray()
 
 
 def run_tasks(
@@ -67,16 +91,9 @@ def run_tasks(
     CleanpairsError
         The first one a step raised, as it was raised.
     """
-    if engine not in ENGINES:
-        raise ParameterError(f"unknown engine {engine!r}; choose local or ray")
-    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
-        raise ParameterError(f"num_cpus must be a whole number of at least 1; got {num_cpus!r}")
+    check_engine(engine, ray_address=ray_address, num_cpus=num_cpus)
     tasks = list(tasks)
     if engine == "local":
-        for name, value in (("ray_address", ray_address), ("num_cpus", num_cpus)):
-            if value is not None:
-                raise ParameterError(f"{name} applies to the ray engine only; the local engine runs "
-                                     "one task at a time in this process")
         return run_local(step, tasks, progress=progress, description=description)
     return run_ray(step, tasks, address=ray_address, num_cpus=num_cpus, progress=progress,
                    description=description)
