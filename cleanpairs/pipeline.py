@@ -252,6 +252,9 @@ def score_corpus(
 
     columns = score_columns(scores, embedded.rows, embedded.status, corpus.keys())
     noise = float(np.mean(1.0 - scores.p_clean)) if len(scores.p_clean) else None
+    warning = low_keep_warning(int(np.sum(scores.p_clean >= 0.5)), len(scores.p_clean), method)
+    if warning is not None:
+        extra["warnings"] = [warning]
     # The file records the time up to writing it; the write itself is added to the returned run.
     timings["total_s"] = time.perf_counter() - start
     meta = RunMetadata(
@@ -278,6 +281,20 @@ def score_corpus(
     write_scores(corpus.table, columns, meta, out)
     meta.timings = {**timings, "write_s": time.perf_counter() - tick, "total_s": time.perf_counter() - start}
     return ScoreRun(out, meta, embedded.encoded, dict(Counter(embedded.status)), scores)
+
+
+LOW_KEEP_SHARE = 0.05
+"""Below this share of the scored pairs kept at 0.5, a run warns: it is almost never wanted."""
+
+
+def low_keep_warning(kept: int, scored: int, method: str) -> str | None:
+    """One line saying that ``filter --thresh 0.5`` would keep almost nothing, or ``None``."""
+    if scored == 0 or kept >= LOW_KEEP_SHARE * scored:
+        return None
+    return (
+        f"{method} would keep only {kept} of {scored} scored pairs at cp_p_clean >= 0.5 "
+        f"({100 * kept / scored:.1f}%); look at `cleanpairs info` before filtering, or try another method"
+    )
 
 
 def _rows_with_keys(pairs: PairEmbeddings, keys: list[Any]) -> PairEmbeddings:

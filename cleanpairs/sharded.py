@@ -81,6 +81,7 @@ class ShardedRun:
     fit_pairs: int
     failed_shards: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def output_names(shards: list[Path]) -> list[str]:
@@ -363,6 +364,7 @@ def score_shard(task: ShardTask) -> dict[str, Any]:
         "output": os.path.basename(task.output),
         "rows": len(corpus),
         "scored_rows": len(embedded.rows),
+        "kept_at_half": int(np.sum(scores.p_clean >= 0.5)),
         "status": dict(Counter(embedded.status)),
         "encoded": embedded.encoded,
         "seconds": round(time.perf_counter() - start, 3),
@@ -553,8 +555,12 @@ def score_shards(
         f for f in record["failed_shards"] if f["source"] not in {r["source"] for r in results}
     ]
     record["state"] = "done" if not record["failed_shards"] else "done with failed shards"
-    _write_json(out / RUN_FILE, record)
     totals = _totals(out, names)
+    from cleanpairs.pipeline import low_keep_warning
+
+    warning = low_keep_warning(totals["kept_at_half"], totals["scored_rows"], method)
+    record["warnings"] = [warning] if warning else []
+    _write_json(out / RUN_FILE, record)
     timings["total_s"] = time.perf_counter() - start
     return ShardedRun(
         output=out,
@@ -569,6 +575,7 @@ def score_shards(
         fit_pairs=int(record.get("fit_pairs_used", 0)),
         failed_shards=record["failed_shards"],
         timings=timings,
+        warnings=record["warnings"],
     )
 
 
@@ -613,7 +620,7 @@ def _run(
 
 
 def _totals(folder: Path, names: list[str]) -> dict[str, Any]:
-    rows = scored = 0
+    rows = scored = kept = 0
     status: Counter = Counter()
     for name in names:
         marker = folder / (name[: -len(".parquet")] + MARKER_SUFFIX)
@@ -621,8 +628,9 @@ def _totals(folder: Path, names: list[str]) -> dict[str, Any]:
             stats = json.loads(marker.read_text())
             rows += stats["rows"]
             scored += stats["scored_rows"]
+            kept += stats.get("kept_at_half", 0)
             status.update(stats["status"])
-    return {"rows": rows, "scored_rows": scored, "status": dict(status)}
+    return {"rows": rows, "scored_rows": scored, "kept_at_half": kept, "status": dict(status)}
 
 
 __all__ = [

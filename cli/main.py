@@ -162,6 +162,8 @@ def score(
         save_scorer_to=save_scorer,
     )
     meta = run.meta
+    for warning in meta.extra.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
     problems = {k: v for k, v in run.status_counts.items() if k != "ok"}
     typer.echo(
         f"scored {meta.scored_rows} of {meta.rows} rows with {meta.method} on {meta.encoder} -> {run.output}"
@@ -207,6 +209,8 @@ def _report_shards(run: ShardedRun) -> None:
     for reason, count in sorted(run.status_counts.items(), key=lambda kv: -kv[1]):
         if reason != "ok":
             typer.echo(f"  not scored: {count} x {reason}")
+    for warning in run.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     for failed in run.failed_shards:
         typer.echo(f"  failed shard: {failed['source']}: {failed['error']}", err=True)
     typer.echo(f"{run.timings['total_s']:.1f} s")

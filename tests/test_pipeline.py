@@ -127,3 +127,14 @@ def test_precomputed_embeddings_are_scored_as_given(tmp_path):
     run = score_corpus(tmp_path / "emb.parquet", encoder="precomputed", progress=False)
     p = pq.read_table(run.output).column("cp_p_clean").to_numpy()
     assert detection_metrics(p, ~noisy)["auroc"] > 0.95
+
+
+def test_a_run_that_would_keep_almost_nothing_says_so_in_one_line():
+    from cleanpairs.pipeline import low_keep_warning
+
+    line = low_keep_warning(4, 100, "mscn")
+    assert line == (
+        "mscn would keep only 4 of 100 scored pairs at cp_p_clean >= 0.5 (4.0%); look at "
+        "`cleanpairs info` before filtering, or try another method"
+    )
+    assert low_keep_warning(5, 100, "mscn") is None and low_keep_warning(0, 0, "ncr") is None

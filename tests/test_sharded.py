@@ -234,3 +234,4 @@ def test_an_unknown_engine_is_refused_before_any_work(tmp_path):
     with pytest.raises(ParameterError, match="unknown engine 'spark'; choose local or ray"):
         score_shards(shards, tmp_path / "out", method="similarity", engine="spark", **OPTIONS)
     assert not (tmp_path / "out").exists()
+
