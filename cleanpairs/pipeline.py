@@ -148,6 +148,8 @@ def score_corpus(
     meta_source: str | os.PathLike | None = None,
     meta_keys: list[Any] | str | os.PathLike | None = None,
     max_image_pixels: int | None = None,
+    image_emb_col: str | None = None,
+    text_emb_col: str | None = None,
 ) -> ScoreRun:
     """Read a corpus, embed it, fit a method, and write every row with its ``cp_*`` columns.
 
@@ -171,6 +173,8 @@ def score_corpus(
     max_image_pixels
         Images with more pixels are not decoded; their row's status says so (default:
         Pillow's limit, :data:`cleanpairs.io.images.DEFAULT_MAX_PIXELS`).
+    key_col, image_col, text_col, image_emb_col, text_emb_col
+        Column names for the roles where the defaults do not fit (see :func:`read_pairs`).
 
     Raises
     ------
@@ -196,7 +200,14 @@ def score_corpus(
     if not spec.needs_trusted and (meta_source is not None or meta_keys is not None):
         raise InputError(f"{method} does not learn from a trusted set; drop --meta / --meta-keys")
     out = check_output_path(output if output is not None else default_output(source))
-    corpus = read_pairs(source, key_col=key_col, image_col=image_col, text_col=text_col)
+    corpus = read_pairs(
+        source,
+        key_col=key_col,
+        image_col=image_col,
+        text_col=text_col,
+        image_emb_col=image_emb_col,
+        text_emb_col=text_emb_col,
+    )
     meta_corpus = None
     if meta_source is not None:
         roles = corpus.roles

@@ -141,10 +141,17 @@ def filter_scores(
     ------
     InputError
         ``source`` is not a scores file, an output would overwrite it, the two outputs are one
-        file, or an output path cannot be written; nothing is written.
+        file, an output name does not end in ``.parquet``, or an output path cannot be written;
+        nothing is written.
     """
     if not 0.0 <= thresh <= 1.0:
         raise InputError(f"--thresh must be within [0, 1]; got {thresh}")
+    for name, path in (("output", output), ("--rejected", rejected)):
+        if path is not None and Path(path).suffix != ".parquet":
+            raise InputError(
+                f"filter writes parquet, so its {name} must end in .parquet; got {Path(path).name} "
+                "(for a keep-list use `cleanpairs export --format uids`)"
+            )
     refuse_overwrite(output, [source])
     check_output_path(output)
     if rejected is not None:
