@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cleanpairs.methods",),
     ("cleanpairs.noise", "cleanpairs.metrics", "cleanpairs.demo"),
     ("cleanpairs.pipeline", "cleanpairs.retrieval", "cleanpairs.bench", "cleanpairs.bench_report"),
+    ("cleanpairs.api",),
     ("cleanpairs.cli",),
 ]
 
