@@ -333,6 +333,7 @@ def embed_corpus(
     check_max_pixels(max_image_pixels)
     if encoder == "precomputed":
         return _embed_precomputed(corpus)
+    model = make_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     captions = corpus.captions()
     image_digests, problems, source_of = _read_images(corpus.image_refs())
@@ -340,8 +341,7 @@ def embed_corpus(
     status = [
         problems[r] or ("empty caption" if not caption_ok[r] else STATUS_OK) for r in range(len(corpus))
     ]
-    check_scorable(status)  # before the model loads: a corpus of URLs is answered at once
-    model = make_encoder(encoder, device=device) if isinstance(encoder, str) else encoder
+    check_scorable(status)  # before anything is encoded: a corpus of URLs is answered at once
     wanted = list(dict.fromkeys(d for d, s in zip(image_digests, status, strict=True) if s == STATUS_OK))
     image_matrix, decode_problems, n_images = encode_images_cached(
         model,
