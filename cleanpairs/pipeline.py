@@ -23,7 +23,8 @@ from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.io.atomic import check_output_path, refuse_overwrite
 from cleanpairs.io.images import check_max_pixels
 from cleanpairs.io.scores import iter_batches, open_scores, write_scores
-from cleanpairs.io.tables import TABLE_SUFFIXES, read_keys, read_pairs
+from cleanpairs.io.tables import TABLE_SUFFIXES, expand_braces, read_keys, read_pairs
+from cleanpairs.io.webdataset import TAR_SUFFIXES
 from cleanpairs.methods import DEFAULT_METHOD, PairEmbeddings, PairScores, get_method, get_spec
 from cleanpairs.schema import (
     P_CLEAN,
@@ -41,10 +42,10 @@ def default_output(source: str | os.PathLike) -> Path:
     path = Path(source)
     if path.is_dir():
         return path.parent / f"{path.name}.scores.parquet"
-    if any(ch in str(source) for ch in "*?["):
-        raise InputError("a glob input needs an explicit output path (-o scores.parquet)")
+    if any(ch in str(source) for ch in "*?[") or len(expand_braces(str(source))) > 1:
+        raise InputError("a glob or brace-range input needs an explicit output path (-o scores.parquet)")
     stem = path.name
-    for suffix in TABLE_SUFFIXES:
+    for suffix in (*TABLE_SUFFIXES, *TAR_SUFFIXES):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break

@@ -101,3 +101,15 @@ def test_short_help_works_on_every_command():
     for command in ("score", "filter", "export"):
         result = invoke(command, "-h")
         assert result.exit_code == 0 and "--help" in result.stdout
+
+
+def test_a_brace_range_needs_an_explicit_output(scored_shards):
+    folder, _, _, _ = scored_shards
+    refused(invoke("score", f"{folder}/{{00000..00001}}.tar"), "brace-range input needs an explicit output")
+
+
+def test_a_single_tar_is_scored_beside_itself_by_default():
+    from cleanpairs.pipeline import default_output
+
+    assert default_output("shards/00003.tar").as_posix() == "shards/00003.scores.parquet"
+    assert default_output("shards/00003.tar.gz").as_posix() == "shards/00003.scores.parquet"
