@@ -118,13 +118,12 @@ def read_tar_rows(path: Path) -> list[dict]:
 
 
 def _column(values: list) -> pa.Array:
-    """A metadata column: its natural type where its values share one, else JSON text."""
-    if all(v is None or isinstance(v, (str, int, float, bool)) for v in values):
-        try:
-            return pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-    return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+    """A metadata column: the type pyarrow infers (numbers, strings, lists such as embeddings),
+    or JSON text where the values do not share one type."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
 
 
 def read_tar_shards(paths: list[Path]) -> tuple[pa.Table, list[int]]:

@@ -120,3 +120,15 @@ def test_filter_refuses_an_output_that_is_not_parquet(scored, tmp_path):
     with pytest.raises(InputError, match=r"must end in \.parquet; got kept\.npy .*--format uids"):
         filter_scores(scores, tmp_path / "kept.npy", thresh=0.5)
     assert not (tmp_path / "kept.npy").exists()
+
+
+def test_a_webdataset_export_reads_back_as_a_corpus(scored, tmp_path):
+    from cleanpairs.io.tables import read_pairs
+
+    scores, kept = scored
+    export_scores(scores, tmp_path / "wds", format="webdataset", shard_rows=50)
+    corpus = read_pairs(tmp_path / "wds")  # the tars; 0000N.parquet beside them are their sidecars
+    assert len(corpus) == kept.num_rows
+    assert corpus.table.column("source_key").to_pylist() == kept.column("key").to_pylist()
+    assert corpus.captions() == kept.column("caption").to_pylist()
+    assert all(isinstance(image, bytes) for image in corpus.image_refs())
