@@ -146,12 +146,6 @@ def filter_scores(
     """
     if not 0.0 <= thresh <= 1.0:
         raise InputError(f"--thresh must be within [0, 1]; got {thresh}")
-    for name, path in (("output", output), ("--rejected", rejected)):
-        if path is not None and Path(path).suffix != ".parquet":
-            raise InputError(
-                f"filter writes parquet, so its {name} must end in .parquet; got {Path(path).name} "
-                "(for a keep-list use `cleanpairs export --format uids`)"
-            )
     refuse_overwrite(output, [source])
     check_output_path(output)
     if rejected is not None:
@@ -160,6 +154,12 @@ def filter_scores(
             raise InputError("the kept and the rejected output must be different files")
         check_output_path(rejected)
     handle, meta = open_scores(source)
+    for name, path in (("output", output), ("--rejected", rejected)):
+        if path is not None and Path(path).suffix != ".parquet":
+            raise InputError(
+                f"filter writes parquet, so its {name} must end in .parquet; got {Path(path).name} "
+                "(for a keep-list use `cleanpairs export --format uids`)"
+            )
     schema = handle.schema_arrow
     kept_folders, rejected_folders = _split_folders(handle, meta, thresh, source)
     kept_n = rejected_n = 0
