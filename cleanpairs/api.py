@@ -42,13 +42,15 @@ def _as_table(data: Any, what: str) -> pa.Table | None:
         return None
     if isinstance(data, pa.Table):
         return data
+    if type(data).__module__.startswith("polars") and hasattr(data, "to_arrow"):
+        return data.to_arrow()
     if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
         import pandas as pd
 
         if isinstance(data, pd.DataFrame):
             return pa.Table.from_pandas(data, preserve_index=False)
     raise InputError(
-        f"{what} must be a path, a pyarrow Table or a pandas DataFrame; got {type(data).__name__}"
+        f"{what} must be a path, a pyarrow Table or a pandas or polars DataFrame; got {type(data).__name__}"
     )
 
 
@@ -98,8 +100,8 @@ def score(
     Parameters
     ----------
     data
-        A corpus path (anything ``cleanpairs score`` reads), a pyarrow Table or a pandas
-        DataFrame. A table in memory is written to a temporary parquet file and scored from
+        A corpus path (anything ``cleanpairs score`` reads), a pyarrow Table, or a pandas or
+        polars DataFrame. A table in memory is written to a temporary parquet file and scored from
         there, so its images must be bytes or absolute paths.
     output
         Where to write the scores file too; by default it is written to a temporary folder and

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -39,10 +40,11 @@ def test_import_cleanpairs_stays_light():
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("kind", ["dataframe", "table"])
+@pytest.mark.parametrize("kind", ["dataframe", "table", "polars"])
 def test_score_a_frame_in_memory(kind):
     frame = embedded_frame()
-    data = frame if kind == "dataframe" else pa.Table.from_pandas(frame, preserve_index=False)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    data = {"dataframe": frame, "table": table, "polars": pl.from_arrow(table)}[kind]
     scored = cp.score(data, method="similarity", encoder="precomputed", device="cpu")
     assert isinstance(scored, pd.DataFrame) and len(scored) == 120
     assert scored["key"].tolist() == frame["key"].tolist()
@@ -90,5 +92,5 @@ def test_filter_and_export_take_the_scored_frame(tmp_path):
 
 
 def test_a_wrong_kind_of_data_is_one_clear_error():
-    with pytest.raises(InputError, match="must be a path, a pyarrow Table or a pandas DataFrame; got list"):
+    with pytest.raises(InputError, match="a pyarrow Table or a pandas or polars DataFrame; got list"):
         cp.score([1, 2, 3])

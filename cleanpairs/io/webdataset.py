@@ -128,7 +128,8 @@ def _column(values: list) -> pa.Array:
 
 def read_tar_shards(paths: list[Path]) -> tuple[pa.Table, list[int]]:
     """All samples of ``paths`` as one table (columns shared by every shard, missing values null),
-    and the number of rows each shard gave.
+    and the number of rows each shard gave. ``image`` and ``caption`` are left out where no sample
+    has one.
 
     Raises
     ------
@@ -138,12 +139,13 @@ def read_tar_shards(paths: list[Path]) -> tuple[pa.Table, list[int]]:
     shard_rows = [read_tar_rows(p) for p in paths]
     rows = [row for shard in shard_rows for row in shard]
     names = list(dict.fromkeys(name for row in rows for name in row))
-    columns = {
-        "key": pa.array([r["key"] for r in rows], pa.string()),
-        "image": pa.array([r["image"] for r in rows], pa.binary()),
-        "caption": pa.array([r["caption"] for r in rows], pa.string()),
-    }
+    columns = {"key": pa.array([r["key"] for r in rows], pa.string())}
+    # A shard with no image or no caption member at all gets no such column, so the role check
+    # names the columns it did find (the json's fields) and the flag that picks one.
+    for name, kind in (("image", pa.binary()), ("caption", pa.string())):
+        if any(r[name] is not None for r in rows):
+            columns[name] = pa.array([r[name] for r in rows], kind)
     for name in names:
-        if name not in columns:
+        if name not in columns and name not in FIXED_COLUMNS:
             columns[name] = _column([r.get(name) for r in rows])
     return pa.table(columns), [len(shard) for shard in shard_rows]

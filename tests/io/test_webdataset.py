@@ -87,3 +87,15 @@ def test_a_file_that_is_not_a_tar_is_one_line(tmp_path):
     (tmp_path / "broken.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(InputError, match=r"cannot read .*broken\.tar as a tar shard"):
         read_pairs(tmp_path / "broken.tar")
+
+
+def test_shards_without_captions_name_the_columns_they_hold(tmp_path, shards):
+    _, rows = shards
+    import webdataset as wds
+
+    with wds.TarWriter(str(tmp_path / "00000.tar")) as sink:
+        for row in rows[:3]:
+            sink.write({"__key__": row["key"], "jpg": row["jpg"], "json": {"alt": row["caption"]}})
+    with pytest.raises(InputError, match=r"no caption column found .*columns present: key, image, alt"):
+        read_pairs(tmp_path / "00000.tar")
+    assert read_pairs(tmp_path / "00000.tar", text_col="alt").captions() == [r["caption"] for r in rows[:3]]
