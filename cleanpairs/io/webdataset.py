@@ -56,7 +56,7 @@ def _samples(path: Path) -> list[dict]:
                 if not member.isfile():
                     continue
                 key, ext = _split_member(member.name)
-                if not ext or key.rpartition("/")[2].startswith("."):
+                if not ext or not key.rpartition("/")[2]:  # no extension, or a hidden file
                     continue
                 handle = tar.extractfile(member)
                 samples.setdefault(key, {})[ext] = handle.read() if handle is not None else b""
