@@ -23,7 +23,8 @@ from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.io.atomic import check_output_path, refuse_overwrite
 from cleanpairs.io.images import check_max_pixels
 from cleanpairs.io.scores import iter_batches, open_scores, write_scores
-from cleanpairs.io.tables import TABLE_SUFFIXES, read_keys, read_pairs
+from cleanpairs.io.tables import TABLE_SUFFIXES, expand_braces, read_keys, read_pairs
+from cleanpairs.io.webdataset import TAR_SUFFIXES
 from cleanpairs.methods import DEFAULT_METHOD, PairEmbeddings, PairScores, get_method, get_spec
 from cleanpairs.schema import (
     P_CLEAN,
@@ -41,10 +42,10 @@ def default_output(source: str | os.PathLike) -> Path:
     path = Path(source)
     if path.is_dir():
         return path.parent / f"{path.name}.scores.parquet"
-    if any(ch in str(source) for ch in "*?["):
-        raise InputError("a glob input needs an explicit output path (-o scores.parquet)")
+    if any(ch in str(source) for ch in "*?[") or len(expand_braces(str(source))) > 1:
+        raise InputError("a glob or brace-range input needs an explicit output path (-o scores.parquet)")
     stem = path.name
-    for suffix in TABLE_SUFFIXES:
+    for suffix in (*TABLE_SUFFIXES, *TAR_SUFFIXES):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break
@@ -148,6 +149,8 @@ def score_corpus(
     meta_source: str | os.PathLike | None = None,
     meta_keys: list[Any] | str | os.PathLike | None = None,
     max_image_pixels: int | None = None,
+    image_emb_col: str | None = None,
+    text_emb_col: str | None = None,
     save_scorer_to: str | os.PathLike | None = None,
 ) -> ScoreRun:
     """Read a corpus, embed it, fit a method, and write every row with its ``cp_*`` columns.
@@ -172,6 +175,8 @@ def score_corpus(
     max_image_pixels
         Images with more pixels are not decoded; their row's status says so (default:
         Pillow's limit, :data:`cleanpairs.io.images.DEFAULT_MAX_PIXELS`).
+    key_col, image_col, text_col, image_emb_col, text_emb_col
+        Column names for the roles where the defaults do not fit (see :func:`read_pairs`).
     save_scorer_to
         A folder to save the fitted scorer in (:func:`cleanpairs.io.scorers.save_scorer`), so that
         ``cleanpairs apply`` scores other pairs with it.
@@ -200,7 +205,14 @@ def score_corpus(
     if not spec.needs_trusted and (meta_source is not None or meta_keys is not None):
         raise InputError(f"{method} does not learn from a trusted set; drop --meta / --meta-keys")
     out = check_output_path(output if output is not None else default_output(source))
-    corpus = read_pairs(source, key_col=key_col, image_col=image_col, text_col=text_col)
+    corpus = read_pairs(
+        source,
+        key_col=key_col,
+        image_col=image_col,
+        text_col=text_col,
+        image_emb_col=image_emb_col,
+        text_emb_col=text_emb_col,
+    )
     meta_corpus = None
     if meta_source is not None:
         roles = corpus.roles

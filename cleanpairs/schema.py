@@ -12,9 +12,13 @@ import pyarrow as pa
 
 from cleanpairs.errors import InputError
 
-KEY_NAMES = ("key", "uid", "id")
-IMAGE_NAMES = ("image", "image_path", "path", "url")
-CAPTION_NAMES = ("caption", "text", "TEXT")
+# Default column names of each role, matched case-insensitively, first match wins: ours, then
+# the ecosystem's (img2dataset: key / jpg / caption / url; LAION: SAMPLE_ID / URL / TEXT;
+# DataComp: uid / text; Hugging Face: an ``Image()`` column, struct<bytes, path>, named image).
+# Image bytes come before URLs: img2dataset's parquet output holds both ``jpg`` and ``url``.
+KEY_NAMES = ("key", "uid", "id", "sample_id")
+IMAGE_NAMES = ("image", "image_path", "path", "jpg", "jpeg", "png", "webp", "url")
+CAPTION_NAMES = ("caption", "text", "txt")
 IMAGE_ID_NAMES = ("image_id",)
 IMAGE_EMB_NAMES = ("image_emb",)
 TEXT_EMB_NAMES = ("text_emb",)
@@ -54,15 +58,24 @@ class ColumnRoles:
         return asdict(self)
 
 
+def _find(names: list[str], wanted: str) -> str | None:
+    """The column called ``wanted``: the exact name, else the one name that matches ignoring case."""
+    if wanted in names:
+        return wanted
+    folded = [n for n in names if n.casefold() == wanted.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
 def _pick(names: list[str], override: str | None, defaults: tuple[str, ...], role: str) -> str | None:
     if override is not None:
-        if override not in names:
+        found = _find(names, override)
+        if found is None:
             raise InputError(
                 f"column {override!r} given for the {role} role is not in the table; "
                 f"columns present: {', '.join(names)}"
             )
-        return override
-    return next((n for n in defaults if n in names), None)
+        return found
+    return next((found for n in defaults if (found := _find(names, n)) is not None), None)
 
 
 def resolve_roles(
@@ -71,6 +84,8 @@ def resolve_roles(
     key_col: str | None = None,
     image_col: str | None = None,
     text_col: str | None = None,
+    image_emb_col: str | None = None,
+    text_emb_col: str | None = None,
     require_media: bool = True,
 ) -> ColumnRoles:
     """Find the column of each role in ``schema``, by override or by the default names.
@@ -79,8 +94,9 @@ def resolve_roles(
     ----------
     schema
         The table's schema.
-    key_col, image_col, text_col
-        Column names given by the user; each must exist.
+    key_col, image_col, text_col, image_emb_col, text_emb_col
+        Column names given by the user; each must exist (the case may differ where only one
+        column matches). Default names are matched the same way (:data:`KEY_NAMES`, ...).
     require_media
         When true, an image column and a caption column must be found unless the table
         carries precomputed ``image_emb`` / ``text_emb`` columns in their place.
@@ -100,8 +116,8 @@ def resolve_roles(
         image=image,
         caption=caption,
         image_id=_pick(names, None, IMAGE_ID_NAMES, "image id"),
-        image_emb=_pick(names, None, IMAGE_EMB_NAMES, "image embedding"),
-        text_emb=_pick(names, None, TEXT_EMB_NAMES, "text embedding"),
+        image_emb=_pick(names, image_emb_col, IMAGE_EMB_NAMES, "image embedding"),
+        text_emb=_pick(names, text_emb_col, TEXT_EMB_NAMES, "text embedding"),
     )
     if require_media:
         if roles.image is None and roles.image_emb is None:
@@ -128,6 +144,16 @@ def _is_binary(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
+def is_image_struct(t: pa.DataType) -> bool:
+    """A Hugging Face ``Image()`` column: a struct with ``bytes`` (binary) and/or ``path`` (string)."""
+    if not pa.types.is_struct(t):
+        return False
+    kinds = {t.field(i).name: t.field(i).type for i in range(t.num_fields)}
+    has_bytes = "bytes" in kinds and _is_binary(kinds["bytes"])
+    has_path = "path" in kinds and _is_string(kinds["path"])
+    return (has_bytes or has_path) and set(kinds) <= {"bytes", "path"}
+
+
 def _is_number_list(t: pa.DataType) -> bool:
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         return False
@@ -139,7 +165,12 @@ def check_types(schema: pa.Schema, roles: ColumnRoles) -> None:
     """Raise :class:`InputError` if a role's column has a type the contract does not allow."""
     checks = [
         (roles.key, "key", lambda t: _is_string(t) or pa.types.is_integer(t), "string or integer"),
-        (roles.image, "image", lambda t: _is_string(t) or _is_binary(t), "string path or bytes"),
+        (
+            roles.image,
+            "image",
+            lambda t: _is_string(t) or _is_binary(t) or is_image_struct(t),
+            "string path or bytes (or a struct<bytes, path> as Hugging Face writes)",
+        ),
         (roles.caption, "caption", _is_string, "string"),
         (roles.image_id, "image id", lambda t: _is_string(t) or pa.types.is_integer(t), "string or integer"),
         (roles.image_emb, "image embedding", _is_number_list, "a list of numbers"),

@@ -33,7 +33,11 @@ from cleanpairs.sharded import DEFAULT_FIT_PAIRS, ShardedRun
 @reports_errors
 def score(
     source: Annotated[
-        str, typer.Argument(help="Corpus: parquet/csv/jsonl file, folder of parquet shards, or glob.")
+        str,
+        typer.Argument(
+            help="Corpus: parquet/csv/jsonl file, webdataset .tar shard, folder of shards, glob, "
+            "brace range ('shards/{00000..00099}.tar') or clip-retrieval folder."
+        ),
     ],
     output: Annotated[
         Path | None,
@@ -62,6 +66,12 @@ def score(
     cache_dir: CacheDirOption = None,
     progress: ProgressOption = True,
     max_image_pixels: MaxImagePixelsOption = None,
+    image_emb_col: Annotated[
+        str | None, typer.Option(help="Column of image embeddings for --encoder precomputed.")
+    ] = None,
+    text_emb_col: Annotated[
+        str | None, typer.Option(help="Column of caption embeddings for --encoder precomputed.")
+    ] = None,
     rematch: Annotated[
         bool, typer.Option(help="Propose a new caption for the image of every pair below the threshold.")
     ] = False,
@@ -159,9 +169,12 @@ def score(
         meta_source=meta,
         meta_keys=meta_keys,
         max_image_pixels=max_image_pixels,
+        image_emb_col=image_emb_col,
+        text_emb_col=text_emb_col,
         save_scorer_to=save_scorer,
     )
     meta = run.meta
+    typer.echo("columns: " + ", ".join(f"{role}={col}" for role, col in meta.roles.items() if col))
     for warning in meta.extra.get("warnings", []):
         typer.echo(f"warning: {warning}", err=True)
     problems = {k: v for k, v in run.status_counts.items() if k != "ok"}
@@ -284,8 +297,15 @@ def filter_(
 @reports_errors
 def export(
     scores: Annotated[Path, typer.Argument(help="A scores file written by `cleanpairs score`.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder of shards.")],
-    format: Annotated[str, typer.Option("--format", help="parquet or webdataset.")] = "parquet",
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output folder of shards (a .npy or .txt file for uids).")
+    ],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="parquet, webdataset, or uids (a keep-list: DataComp's .npy, or .txt of keys)."
+        ),
+    ] = "parquet",
     thresh: Annotated[float, typer.Option(help="Export rows with cp_p_clean >= THRESH.")] = 0.5,
     shard_rows: Annotated[int, typer.Option(help="Pairs per shard.")] = 10_000,
     rematch: Annotated[
@@ -309,6 +329,9 @@ def export(
         rematch_thresh=rematch_thresh,
         max_image_pixels=max_image_pixels,
     )
+    if format == "uids":
+        typer.echo(f"wrote the keys of {counts.rows} kept pairs -> {output}")
+        return
     typer.echo(f"exported {counts.rows} pairs in {counts.shards} {format} shards -> {output}")
     if rematch:
         typer.echo(f"  {counts.rematched} of them rematched (cp_rematch_score >= {rematch_thresh})")

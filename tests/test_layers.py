@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cleanpairs.pipeline", "cleanpairs.retrieval", "cleanpairs.bench", "cleanpairs.bench_report",
      "cleanpairs.review"),
     ("cleanpairs.sharded",),
+    ("cleanpairs.api",),
     ("cleanpairs.cli",),
 ]
 

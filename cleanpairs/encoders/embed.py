@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +49,30 @@ class EmbeddedCorpus:
     status: list[str]
     fingerprint: str
     encoded: dict[str, int] = field(default_factory=dict)
+
+
+def unscorable_reason(status: Sequence[str], minimum: int = 1) -> str | None:
+    """Why a corpus cannot be scored: fewer than ``minimum`` rows have status ``ok``; the
+    sentence counts the other statuses, most frequent first. ``None`` where enough rows are ok.
+
+    ``"no row could be scored: 200 x image is a URL; download the corpus first (...)"``
+    """
+    counts = Counter(status)
+    scorable = counts.pop(STATUS_OK, 0)
+    if scorable >= minimum:
+        return None
+    reasons = "; ".join(f"{n} x {why}" for why, n in counts.most_common(3))
+    more = f"; and {len(counts) - 3} other reasons" if len(counts) > 3 else ""
+    head = f"only {scorable} of {len(status)} rows could be scored" if scorable else "no row could be scored"
+    return f"{head}: {reasons}{more}"
+
+
+def check_scorable(status: Sequence[str], minimum: int = 1) -> None:
+    """Raise :class:`InputError` saying why when fewer than ``minimum`` rows can be scored
+    (see :func:`unscorable_reason`); the pipeline can call it before fitting a method."""
+    reason = unscorable_reason(status, minimum)
+    if reason is not None:
+        raise InputError(reason)
 
 
 def _bar(total: int, desc: str, progress: bool) -> tqdm:
@@ -253,6 +278,7 @@ def _embed_precomputed(corpus: Corpus) -> EmbeddedCorpus:
         _precomputed_status(i, t, f)
         for i, t, f in zip(has_image.tolist(), has_text.tolist(), finite.tolist(), strict=True)
     ]
+    check_scorable(status)
     rows = np.flatnonzero(has_image & has_text & finite)
     image_digests = [
         content_digest(images[r].tobytes()) if has_image[r] else None for r in range(len(corpus))
@@ -300,8 +326,9 @@ def embed_corpus(
     Raises
     ------
     CleanpairsError
-        A bad ``max_image_pixels``, an unknown encoder, or precomputed embedding columns that
-        are missing or hold vectors of different lengths.
+        A bad ``max_image_pixels``, an unknown encoder, precomputed embedding columns that
+        are missing or hold vectors of different lengths, or no row that can be scored (the
+        message counts each reason, see :func:`check_scorable`).
     """
     check_max_pixels(max_image_pixels)
     if encoder == "precomputed":
@@ -314,6 +341,7 @@ def embed_corpus(
     status = [
         problems[r] or ("empty caption" if not caption_ok[r] else STATUS_OK) for r in range(len(corpus))
     ]
+    check_scorable(status)  # before anything is encoded: a corpus of URLs is answered at once
     wanted = list(dict.fromkeys(d for d, s in zip(image_digests, status, strict=True) if s == STATUS_OK))
     image_matrix, decode_problems, n_images = encode_images_cached(
         model,
@@ -327,6 +355,7 @@ def embed_corpus(
         if status[r] == STATUS_OK and d in decode_problems:
             status[r] = decode_problems[d]
     rows = np.array([r for r, s in enumerate(status) if s == STATUS_OK], dtype=np.int64)
+    check_scorable(status)
     keep = [i for i, d in enumerate(wanted) if d not in decode_problems]
     position = {wanted[i]: j for j, i in enumerate(keep)}
     distinct_texts = list(dict.fromkeys(captions[r] for r in rows))

@@ -17,6 +17,7 @@ from PIL import Image
 
 from cleanpairs.device import resolve_device
 from cleanpairs.encoders.base import unit_rows
+from cleanpairs.encoders.fetch import check_weights_available
 from cleanpairs.errors import EncoderError
 
 
@@ -84,6 +85,7 @@ class OpenClipEncoder:
             return cls(encoder_id, arch, str(path), f"{encoder_id}@{file_digest(path)}", device)
         if arch not in open_clip.list_models():
             raise EncoderError(f"open_clip has no architecture {arch!r}; see open_clip.list_models()")
+        check_weights_available(arch, tag, open_clip.get_pretrained_cfg(arch, tag))
         return cls(encoder_id, arch, tag, encoder_id, device)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:

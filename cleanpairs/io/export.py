@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import time
 from collections.abc import Iterator
@@ -22,8 +24,9 @@ import cleanpairs
 from cleanpairs.errors import InputError
 from cleanpairs.io.atomic import atomic_output, check_output_path, refuse_overwrite
 from cleanpairs.io.images import ImageProblem, check_max_pixels, decode_image, read_image_bytes
+from cleanpairs.io.keeplist import write_keep_list
 from cleanpairs.io.scores import iter_batches, keep_mask, open_scores, with_run_metadata
-from cleanpairs.io.tables import ImageFolders
+from cleanpairs.io.tables import ImageFolders, image_values
 from cleanpairs.schema import (
     P_CLEAN,
     REMATCH_KEY,
@@ -33,7 +36,7 @@ from cleanpairs.schema import (
     RunMetadata,
 )
 
-EXPORT_FORMATS = ("parquet", "webdataset")
+EXPORT_FORMATS = ("parquet", "webdataset", "uids")
 REMATCHED = "cp_rematched"
 """Export column: true where the row's caption was replaced by its rematched partner's."""
 
@@ -230,14 +233,17 @@ def export_scores(
     ``rematch_thresh`` are written too, with their image and their rematched partner's
     caption; the column ``cp_rematched`` says which rows these are.
 
-    ``parquet`` writes ``part-00000.parquet``, ... with every column of the scores file (the
-    run metadata of each names the image folders of its own rows). ``webdataset`` writes
-    img2dataset's layout: ``00000.tar`` holding ``{key}.jpg``, ``{key}.txt`` and ``{key}.json``
-    per sample, with ``00000.parquet`` and ``00000_stats.json`` beside each tar; the sample key
-    is img2dataset's shard-and-index number and the corpus key is kept as ``source_key``. Each
-    row's relative image path is read from the folder of the table it came from. An image that
-    cannot be read, or has more than ``max_image_pixels`` pixels (default: Pillow's limit), is
-    left out of the tar and listed as ``failed_to_read`` with the reason.
+    ``parquet`` writes ``part-00000.parquet``, ... with every column of the scores file, image
+    paths made absolute so that the export can be scored again from anywhere. ``webdataset``
+    writes img2dataset's layout: ``00000.tar`` holding ``{key}.jpg``, ``{key}.txt`` and
+    ``{key}.json`` per sample, with ``00000.parquet`` and ``00000_stats.json`` beside each tar;
+    the sample key (``__key__``) is the corpus key made a safe file name (:func:`sample_key`),
+    the original always kept in the json as ``source_key``. Each row's relative
+    image path is read from the folder of the table it came from. An image that cannot be read,
+    or has more than ``max_image_pixels`` pixels (default: Pillow's limit), is left out of the
+    tar and listed as ``failed_to_read`` with the reason. ``uids`` writes a keep-list file
+    instead of a folder (:func:`cleanpairs.io.keeplist.write_keep_list`): DataComp's sorted
+    ``.npy`` of 128-bit uids, or a ``.txt`` of keys.
 
     Every export also writes ``_cleanpairs.json`` (:data:`MANIFEST`): the scores file's run
     metadata, the export's settings, its counts and the files it wrote. The folder appears
@@ -259,6 +265,12 @@ def export_scores(
         raise InputError(f"--rematch-thresh must be at least 0; got {rematch_thresh}")
     check_max_pixels(max_image_pixels)
     refuse_overwrite(out_dir, [source])
+    if format == "uids":
+        if rematch:
+            raise InputError("--format uids writes the kept keys only; drop --rematch")
+        batches, meta, _ = _kept_rows(source, thresh)
+        rows = write_keep_list(batches, meta.roles, out_dir)
+        return ExportCounts(rows=rows, shards=1, failed=0)
     check_export_target(out_dir)
     if rematch:
         batches, meta, folders = _kept_and_rematched_rows(source, thresh, rematch_thresh)
@@ -302,8 +314,22 @@ def _write_manifest(
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
+def _absolute_images(table: pa.Table, image_col: str | None, folders: ImageFolders) -> pa.Table:
+    """``table`` with each relative image path made absolute, so the export reads from anywhere."""
+    if image_col is None or image_col not in table.column_names or folders.problem is not None:
+        return table
+    column = table.column(image_col)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return table
+    paths = folders.resolve(column.to_pylist(), table.column(_RUN).to_numpy())
+    at = table.schema.get_field_index(image_col)
+    return table.set_column(at, table.schema.field(at), pa.array(paths, column.type))
+
+
 def _shard_metadata(table: pa.Table, meta: RunMetadata, folders: ImageFolders) -> pa.Table:
-    """``table`` without the run column, its run metadata naming the image folders of its rows."""
+    """``table`` without the run column, its image paths absolute, its run metadata naming the
+    image folders of its rows."""
+    table = _absolute_images(table, meta.roles.get("image"), folders)
     runs = table.column(_RUN).to_numpy()
     table = table.drop_columns([_RUN])
     if folders.problem is not None:  # the scores file's folders say nothing reliable: passed on as they are
@@ -357,6 +383,23 @@ def _jsonable(value: object) -> object:
     return value
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def sample_key(key: object, taken: set[str]) -> str:
+    """A corpus key as a webdataset sample key: a safe file name without dots (webdataset cuts
+    the key at the first dot), unique among ``taken`` (which it joins)."""
+    text = str(key)
+    safe = _UNSAFE.sub("_", text)[:200] or "_"
+    if safe != text or safe in taken:
+        digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:8]
+        safe = f"{safe}_{digest}" if safe != text else safe
+        while safe in taken:
+            safe = f"{safe}_"
+    taken.add(safe)
+    return safe
+
+
 def _write_webdataset_shards(
     batches: Iterator[pa.RecordBatch],
     folder: Path,
@@ -371,20 +414,25 @@ def _write_webdataset_shards(
         raise InputError("webdataset export needs the image and caption columns of the corpus")
     shards = rows = failed = rematched = 0
     files = []
+    taken: set[str] = set()
     for shard, table in enumerate(_rebatch(batches, shard_rows)):
         shards += 1
         rematched += _rematched_in(table)
         records = []
         start = time.time()
-        images = folders.resolve(table.column(image_col).to_pylist(), table.column(_RUN).to_numpy())
+        images = folders.resolve(image_values(table.column(image_col)), table.column(_RUN).to_numpy())
         table = table.drop_columns([_RUN])
         with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
             for index, (row, image) in enumerate(zip(table.to_pylist(), images, strict=True)):
-                sample_key = f"{shard:05d}{index:04d}" if shard_rows <= 10_000 else f"{shard:05d}{index:09d}"
-                source_key = row.get(key_col) if key_col != ROW_NUMBER_KEY else None
+                if key_col == ROW_NUMBER_KEY:
+                    key = sample_key(f"{shard:05d}{index:04d}", taken)
+                    source_key = None
+                else:
+                    source_key = str(row[key_col])
+                    key = sample_key(source_key, taken)
                 record = {
-                    "key": sample_key,
-                    "source_key": None if source_key is None else str(source_key),
+                    "key": key,
+                    "source_key": source_key,
                     "caption": row[caption_col],
                     P_CLEAN: row[P_CLEAN],
                     SIMILARITY: row[SIMILARITY],
@@ -401,9 +449,9 @@ def _write_webdataset_shards(
                     records.append(record)
                     continue
                 extra = {k: _jsonable(v) for k, v in row.items() if k not in record and k != image_col}
-                _add_member(tar, f"{sample_key}.jpg", jpeg)
-                _add_member(tar, f"{sample_key}.txt", (row[caption_col] or "").encode())
-                _add_member(tar, f"{sample_key}.json", json.dumps({**record, **extra}).encode())
+                _add_member(tar, f"{key}.jpg", jpeg)
+                _add_member(tar, f"{key}.txt", (row[caption_col] or "").encode())
+                _add_member(tar, f"{key}.json", json.dumps({**record, **extra}).encode())
                 records.append(record)
                 rows += 1
         pq.write_table(pa.Table.from_pylist(records), folder / f"{shard:05d}.parquet")

@@ -279,8 +279,9 @@ def filter_scores(
     ------
     InputError
         ``source`` is not a scores file, an output would overwrite it, the two outputs are one
-        file, an output path cannot be written, a keys file lists a key the scores file lacks or
-        a key both kept and dropped; nothing is written.
+        file, an output name does not end in ``.parquet``, an output path cannot be written, a
+        keys file lists a key the scores file lacks or a key both kept and dropped; nothing is
+        written.
     """
     if not 0.0 <= thresh <= 1.0:
         raise InputError(f"--thresh must be within [0, 1]; got {thresh}")
@@ -292,6 +293,12 @@ def filter_scores(
             raise InputError("the kept and the rejected output must be different files")
         check_output_path(rejected)
     handle, meta = open_scores(source)
+    for name, path in (("output", output), ("--rejected", rejected)):
+        if path is not None and Path(path).suffix != ".parquet":
+            raise InputError(
+                f"filter writes parquet, so its {name} must end in .parquet; got {Path(path).name} "
+                "(for a keep-list use `cleanpairs export --format uids`)"
+            )
     schema = handle.schema_arrow
     decide = _key_decision(handle, meta, thresh, keep_keys, drop_keys, source)
     kept_folders, rejected_folders = _split_folders(handle, meta, decide, source)

@@ -1,9 +1,11 @@
-"""Reading a corpus of image-caption pairs: parquet (file, folder of shards, glob), csv, jsonl."""
+"""Reading a corpus of image-caption pairs: parquet (file, folder of shards, glob, brace range),
+csv, jsonl, webdataset tar shards, and clip-retrieval's embedding folders."""
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +18,20 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from cleanpairs.errors import InputError, first_line
-from cleanpairs.schema import ROW_NUMBER_KEY, ColumnRoles, resolve_roles
+from cleanpairs.io.embeddings import attach_embeddings, is_clip_retrieval_folder, metadata_shards
+from cleanpairs.io.webdataset import is_tar, read_tar_shards, sidecar_of
+from cleanpairs.schema import ROW_NUMBER_KEY, ColumnRoles, is_image_struct, resolve_roles
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json", ".ndjson")
+_BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def image_values(column: pa.ChunkedArray | pa.Array) -> list:
+    """An image column's values as paths, URLs or bytes; a Hugging Face ``Image()`` struct gives
+    its ``bytes`` where it has them, else its ``path``."""
+    if not is_image_struct(column.type):
+        return column.to_pylist()
+    return [None if v is None else (v.get("bytes") or v.get("path") or None) for v in column.to_pylist()]
 
 
 def is_relative_path(value: object) -> bool:
@@ -171,40 +184,93 @@ class Corpus:
         if self.roles.image is None:
             return [None] * len(self)
         column = self.table.column(self.roles.image)
-        values = column.to_pylist()
+        values = image_values(column)
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             return values
         folders = self.folders()
         return folders.resolve(values, folders.index(0, len(values)))
 
 
+def expand_braces(text: str) -> list[str]:
+    """``shards/{00000..00099}.tar`` -> the hundred names (zero padding kept), as webdataset and
+    img2dataset write shard lists; a name without a range is returned as it is."""
+    found = _BRACE_RANGE.search(text)
+    if found is None:
+        return [text]
+    first, last = found.group(1), found.group(2)
+    width = len(first) if first.startswith("0") else 0
+    names = []
+    for number in range(int(first), int(last) + 1):
+        names += expand_braces(f"{text[: found.start()]}{number:0{width}d}{text[found.end() :]}")
+    return names
+
+
+def _is_table(path: Path) -> bool:
+    return path.suffix in TABLE_SUFFIXES or is_tar(path)
+
+
+def _folder_sources(path: Path) -> list[Path]:
+    """A folder's shards: its tars (img2dataset's sidecar parquet files are read with them),
+    else its parquet files."""
+    visible = [p for p in sorted(path.iterdir()) if not p.name.startswith((".", "_"))]
+    tars = [p for p in visible if is_tar(p)]
+    parquets = [p for p in visible if p.suffix == ".parquet"]
+    if tars:
+        sidecars = {sidecar_of(t) for t in tars}
+        others = [p.name for p in parquets if p not in sidecars]
+        if others:
+            raise InputError(
+                f"folder {path} holds both tar shards and parquet tables that are not their "
+                f"sidecars ({', '.join(others[:3])}); name one kind, e.g. '{path}/*.tar'"
+            )
+        return tars
+    if not parquets:
+        raise InputError(f"folder {path} holds no .parquet or .tar shards")
+    return parquets
+
+
 def expand_sources(source: str | os.PathLike) -> list[Path]:
-    """The table files a corpus argument names: a file, a folder of shards, or a glob.
+    """The table files a corpus argument names: a file, a folder of shards, a glob, or a brace
+    range (``shards/{00000..00099}.tar``).
+
+    A folder holding tar shards is a webdataset: its tars are read, and a parquet file beside a
+    tar with the same stem is that shard's img2dataset metadata (its sidecar), not a shard;
+    any other parquet file there is refused as ambiguous. One corpus is all tars or all tables.
 
     Raises
     ------
     InputError
-        Nothing exists at that path, or the folder or glob holds no table files.
+        Nothing exists at that path, the folder or glob holds no shards, a brace range names
+        files that do not exist, or tars and tables are mixed.
     """
     text = os.fspath(source)
-    if any(ch in text for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(text) if Path(p).suffix in TABLE_SUFFIXES)
+    names = expand_braces(text)
+    if len(names) > 1:
+        missing = [n for n in names if not Path(n).is_file()]
+        if missing:
+            raise InputError(
+                f"{len(missing)} of the {len(names)} files {text} names do not exist (e.g. {missing[0]})"
+            )
+        files = [Path(n) for n in names]
+    elif any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text) if _is_table(Path(p)))
         if not files:
             raise InputError(f"no table files match {text}")
-        return files
-    path = Path(text)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
-        if not files:
-            raise InputError(f"folder {text} holds no .parquet shards")
-        return files
-    if not path.exists():
-        raise InputError(f"no such file or folder: {text}")
-    if path.suffix not in TABLE_SUFFIXES:
-        raise InputError(
-            f"cannot read {text}: expected a .parquet, .csv or .jsonl file, or a folder of parquet shards"
-        )
-    return [path]
+    else:
+        path = Path(text)
+        if path.is_dir():
+            return _folder_sources(path)
+        if not path.exists():
+            raise InputError(f"no such file or folder: {text}")
+        if not _is_table(path):
+            raise InputError(
+                f"cannot read {text}: expected a .parquet, .csv, .jsonl or .tar file, or a folder of shards"
+            )
+        files = [path]
+    tars = [f for f in files if is_tar(f)]
+    if tars and len(tars) != len(files):
+        raise InputError(f"{text} names both tar shards and tables; a corpus is one kind or the other")
+    return files
 
 
 def read_table_file(path: Path) -> pa.Table:
@@ -279,40 +345,67 @@ def check_keys(table: pa.Table, roles: ColumnRoles) -> None:
         )
 
 
+def _read_tables(source: str | os.PathLike) -> tuple[pa.Table, list[Path], list[int]]:
+    """Every row a corpus argument names, the files read and the rows each gave."""
+    if is_clip_retrieval_folder(source):
+        sources = metadata_shards(source)
+        tables = [read_table_file(p) for p in sources]
+        table = attach_embeddings(_concat(tables, sources), source, [t.num_rows for t in tables])
+        return table, sources, [t.num_rows for t in tables]
+    sources = expand_sources(source)
+    if is_tar(sources[0]):
+        table, counts = read_tar_shards(sources)
+        return table, sources, counts
+    tables = [read_table_file(p) for p in sources]
+    return _concat(tables, sources), sources, [t.num_rows for t in tables]
+
+
 def read_pairs(
     source: str | os.PathLike,
     *,
     key_col: str | None = None,
     image_col: str | None = None,
     text_col: str | None = None,
+    image_emb_col: str | None = None,
+    text_emb_col: str | None = None,
 ) -> Corpus:
     """Read a corpus and check it against the input contract.
 
     Parameters
     ----------
     source
-        A parquet, csv or jsonl file, a folder of parquet shards, or a glob of table files.
-    key_col, image_col, text_col
-        Column names for the key, image and caption roles, where the defaults do not fit.
+        A parquet, csv or jsonl file, a folder of parquet shards, a glob or brace range of them;
+        webdataset tar shards (a file, folder, glob or brace range) in img2dataset's layout, read
+        as the columns ``key``, ``image`` (bytes), ``caption`` and their json's fields; or
+        clip-retrieval's output folder (``metadata/``, ``img_emb/``, ``text_emb/``), read as
+        its metadata with ``image_emb`` / ``text_emb`` columns.
+    key_col, image_col, text_col, image_emb_col, text_emb_col
+        Column names for the roles, where the defaults do not fit (case may differ).
 
     Returns
     -------
     Corpus
-        The rows in input order with their column roles.
+        The rows in input order with their column roles; the same for a tar shard as for a
+        parquet shard holding the same samples.
 
     Raises
     ------
     InputError
         Missing file, unreadable table, missing or mistyped column, zero rows, repeated keys.
     """
-    sources = expand_sources(source)
-    tables = [read_table_file(p) for p in sources]
-    table = _concat(tables, sources)
+    table, sources, counts = _read_tables(source)
     if table.num_rows == 0:
         raise InputError(f"{os.fspath(source)} has zero rows")
-    roles = resolve_roles(table.schema, key_col=key_col, image_col=image_col, text_col=text_col)
+    roles = resolve_roles(
+        table.schema,
+        key_col=key_col,
+        image_col=image_col,
+        text_col=text_col,
+        image_emb_col=image_emb_col,
+        text_emb_col=text_emb_col,
+    )
     check_keys(table, roles)
-    source_index = np.repeat(np.arange(len(tables), dtype=np.int32), [t.num_rows for t in tables])
+    source_index = np.repeat(np.arange(len(sources), dtype=np.int32), counts)
     return Corpus(table=table, roles=roles, sources=sources, source_index=source_index)
 
 

@@ -44,15 +44,17 @@ def test_an_image_over_the_pixel_limit_is_a_row_status_and_the_others_are_embedd
     assert embedded.status == ["ok", "image too large (225000000 pixels, limit 89478485)", "ok", "ok"]
     assert embedded.rows.tolist() == [0, 2, 3] and np.isfinite(embedded.pairs.images).all()
     assert Image.MAX_IMAGE_PIXELS == 89_478_485
-    # A lower limit for this call only: every Flickr photo (500 x ~375) is now too large.
-    small = embed_corpus(
-        read_pairs(tmp_path / "pairs.parquet"),
-        offline_encoder,
-        cache_dir=tmp_path / "fresh-cache",
-        progress=False,
-        max_image_pixels=1000,
-    )
-    assert all(s.startswith("image too large (") and s.endswith(" pixels, limit 1000)") for s in small.status)
+    # A lower limit for this call only: every Flickr photo (500 x ~375) is now too large, and a
+    # corpus with no scorable row is refused with the count of each reason.
+    too_large = r"\d+ x image too large \(\d+ pixels, limit 1000\)"
+    with pytest.raises(InputError, match=rf"^no row could be scored: {too_large}(; {too_large})*$"):
+        embed_corpus(
+            read_pairs(tmp_path / "pairs.parquet"),
+            offline_encoder,
+            cache_dir=tmp_path / "fresh-cache",
+            progress=False,
+            max_image_pixels=1000,
+        )
 
 
 def test_nan_inf_and_missing_numbers_are_row_statuses(tmp_path):

@@ -69,7 +69,7 @@ def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(InputError, match="no such file or folder"):
         read_pairs(tmp_path / "nope.parquet")
     (tmp_path / "t.txt").write_text("x")
-    with pytest.raises(InputError, match="expected a .parquet, .csv or .jsonl"):
+    with pytest.raises(InputError, match="expected a .parquet, .csv, .jsonl or .tar"):
         read_pairs(tmp_path / "t.txt")
 
 
