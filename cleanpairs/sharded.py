@@ -115,14 +115,19 @@ def _inputs_record(shards: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
+def _shard_table(path: Path) -> pa.Table:
+    """A shard that is not parquet (csv, jsonl, a webdataset tar), read as the pipeline reads it."""
+    return read_pairs(path).table if path.suffix not in TABLE_SUFFIXES else read_table_file(path)
+
+
 def count_rows(path: Path) -> int:
-    """The rows of a table file (parquet from its footer, without reading the data)."""
+    """The rows of a shard (parquet from its footer, without reading the data)."""
     if path.suffix == ".parquet":
         try:
             return pq.ParquetFile(path).metadata.num_rows
         except (OSError, pa.ArrowException) as err:
             raise InputError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
-    return read_table_file(path).num_rows
+    return _shard_table(path).num_rows
 
 
 def check_shards_agree(shards: list[Path], roles_options: dict[str, str | None]) -> None:
@@ -131,7 +136,7 @@ def check_shards_agree(shards: list[Path], roles_options: dict[str, str | None])
     first = None
     for path in shards:
         try:
-            schema = pq.read_schema(path) if path.suffix == ".parquet" else read_table_file(path).schema
+            schema = pq.read_schema(path) if path.suffix == ".parquet" else _shard_table(path).schema
         except (OSError, pa.ArrowException) as err:
             raise InputError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
         try:

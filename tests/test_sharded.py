@@ -235,3 +235,17 @@ def test_an_unknown_engine_is_refused_before_any_work(tmp_path):
         score_shards(shards, tmp_path / "out", method="similarity", engine="spark", **OPTIONS)
     assert not (tmp_path / "out").exists()
 
+
+
+def test_webdataset_tar_shards_are_scored_shard_by_shard(tmp_path, cache_dir):
+    from tests.io.ecosystem import flickr_pairs, write_tar_shard
+
+    (tmp_path / "tars").mkdir()
+    for s in range(2):
+        write_tar_shard(tmp_path / "tars" / f"{s:05d}.tar", flickr_pairs(4, offset=4 * s))
+    run = score_shards(tmp_path / "tars", tmp_path / "out", method="similarity", cache_dir=cache_dir,
+                       device="cpu", progress=False)  # fmt: skip
+    assert run.rows == run.scored_rows and run.scored_shards == 2
+    assert sorted(files(tmp_path / "out")) == ["00000.parquet", "00001.parquet"]
+    keys = pq.read_table(tmp_path / "out" / "00001.parquet").column("key").to_pylist()
+    assert keys == [r["key"] for r in flickr_pairs(4, offset=4)]
