@@ -5,6 +5,7 @@ before torch, the trainers or scikit-learn are imported, so a mistake is answere
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.io.atomic import check_output_path, refuse_overwrite
 from cleanpairs.io.images import check_max_pixels
 from cleanpairs.io.scores import iter_batches, open_scores, write_scores
-from cleanpairs.io.tables import TABLE_SUFFIXES, expand_braces, read_keys, read_pairs
+from cleanpairs.io.tables import TABLE_SUFFIXES, Corpus, expand_braces, read_keys, read_pairs
 from cleanpairs.io.webdataset import TAR_SUFFIXES
 from cleanpairs.methods import DEFAULT_METHOD, PairEmbeddings, PairScores, get_method, get_spec
 from cleanpairs.schema import (
@@ -33,6 +34,7 @@ from cleanpairs.schema import (
     SIMILARITY,
     SOFT_LABEL,
     STATUS,
+    STATUS_OK,
     RunMetadata,
 )
 
@@ -152,6 +154,7 @@ def score_corpus(
     image_emb_col: str | None = None,
     text_emb_col: str | None = None,
     save_scorer_to: str | os.PathLike | None = None,
+    similarity_col: str | None = None,
 ) -> ScoreRun:
     """Read a corpus, embed it, fit a method, and write every row with its ``cp_*`` columns.
 
@@ -180,6 +183,10 @@ def score_corpus(
     save_scorer_to
         A folder to save the fitted scorer in (:func:`cleanpairs.io.scorers.save_scorer`), so that
         ``cleanpairs apply`` scores other pairs with it.
+    similarity_col
+        A column of the corpus that already holds each pair's image-text score (LAION's
+        ``similarity``, DataComp's ``clip_b32_similarity_score``): the similarity method splits
+        it, and nothing is embedded (:func:`score_from_column`).
 
     Raises
     ------
@@ -204,6 +211,11 @@ def score_corpus(
         )
     if not spec.needs_trusted and (meta_source is not None or meta_keys is not None):
         raise InputError(f"{method} does not learn from a trusted set; drop --meta / --meta-keys")
+    if similarity_col is not None and (method != "similarity" or rematch or save_scorer_to is not None):
+        raise ParameterError(
+            "--similarity-col splits a score the corpus already carries: it goes with --method "
+            "similarity, without --rematch or --save-scorer"
+        )
     out = check_output_path(output if output is not None else default_output(source))
     corpus = read_pairs(
         source,
@@ -213,6 +225,9 @@ def score_corpus(
         image_emb_col=image_emb_col,
         text_emb_col=text_emb_col,
     )
+    if similarity_col is not None:
+        refuse_overwrite(out, corpus.sources)
+        return score_from_column(corpus, out, similarity_col, seed=seed, start=start)
     meta_corpus = None
     if meta_source is not None:
         roles = corpus.roles
@@ -293,6 +308,62 @@ def score_corpus(
     write_scores(corpus.table, columns, meta, out)
     meta.timings = {**timings, "write_s": time.perf_counter() - tick, "total_s": time.perf_counter() - start}
     return ScoreRun(out, meta, embedded.encoded, dict(Counter(embedded.status)), scores)
+
+
+def score_from_column(
+    corpus: Corpus, out: Path, column: str, *, seed: int = 0, start: float | None = None
+) -> ScoreRun:
+    """Score a corpus by a similarity it already carries: a two-component Gaussian mixture over
+    the column gives each pair's clean posterior, with no encoder at all.
+
+    Rows with no value (null or NaN) keep their row with ``cp_status`` saying so.
+
+    Raises
+    ------
+    InputError
+        The column is missing, not numeric, or no row has a value.
+    """
+    from cleanpairs.core.mixture import gmm_clean_posterior
+
+    start = time.perf_counter() if start is None else start
+    table = corpus.table
+    if column not in table.column_names:
+        present = ", ".join(table.column_names)
+        raise InputError(f"no column {column!r} for --similarity-col; columns present: {present}")
+    kind = table.schema.field(column).type
+    if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+        raise InputError(f"--similarity-col {column!r} must hold numbers; it holds {kind}")
+    values = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+    ok = np.isfinite(values)
+    if ok.sum() < 2:
+        raise InputError(f"column {column!r} has a value in {int(ok.sum())} rows; at least 2 are needed")
+    rows = np.flatnonzero(ok)
+    p_clean = gmm_clean_posterior(values[rows], seed=seed)
+    scores = PairScores.without_rematch(p_clean, p_clean, values[rows].astype(np.float32))
+    status = [STATUS_OK if good else f"no value in {column}" for good in ok.tolist()]
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(pa.array(corpus.keys()).to_string().encode())
+    digest.update(values.tobytes())
+    meta = RunMetadata(
+        version=cleanpairs.__version__,
+        method="similarity",
+        params={"similarity_col": column},
+        encoder=f"column:{column}",
+        seed=seed,
+        input=[str(p.resolve()) for p in corpus.sources],
+        input_fingerprint=digest.hexdigest(),
+        roles=corpus.roles.to_dict(),
+        rows=len(corpus),
+        scored_rows=len(rows),
+        estimated_noise_rate=float(np.mean(1.0 - p_clean)),
+        timings={"total_s": time.perf_counter() - start},
+        extra=corpus.folders().to_metadata(),
+    )
+    warning = low_keep_warning(int(np.sum(p_clean >= 0.5)), len(p_clean), "similarity")
+    if warning is not None:
+        meta.extra["warnings"] = [warning]
+    write_scores(table, score_columns(scores, rows, status, corpus.keys()), meta, out)
+    return ScoreRun(out, meta, {}, dict(Counter(status)), scores)
 
 
 LOW_KEEP_SHARE = 0.05

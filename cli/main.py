@@ -101,6 +101,13 @@ def score(
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
     skip_bad_shards: SkipBadShardsOption = False,
+    similarity_col: Annotated[
+        str | None,
+        typer.Option(
+            help="A column already holding each pair's image-text score (LAION's similarity): "
+            "--method similarity splits it, with no encoder."
+        ),
+    ] = None,
 ) -> None:
     """Score every pair's correspondence and write the corpus with cp_* columns.
 
@@ -112,11 +119,12 @@ def score(
     from cleanpairs.pipeline import score_corpus
 
     if _writes_shards(source, output):
-        if rematch or meta is not None or meta_keys is not None:
+        if rematch or meta is not None or meta_keys is not None or similarity_col is not None:
             from cleanpairs.errors import InputError
 
             raise InputError(
-                "--rematch, --meta and --meta-keys score one file in memory: give -o NAME.parquet "
+                "--rematch, --meta, --meta-keys and --similarity-col score one file in memory: "
+                "give -o NAME.parquet "
                 "(or fit on a file with --save-scorer DIR, then `cleanpairs apply DIR SHARDS/`)"
             )
         from cleanpairs.sharded import score_shards
@@ -172,6 +180,7 @@ def score(
         image_emb_col=image_emb_col,
         text_emb_col=text_emb_col,
         save_scorer_to=save_scorer,
+        similarity_col=similarity_col,
     )
     meta = run.meta
     typer.echo("columns: " + ", ".join(f"{role}={col}" for role, col in meta.roles.items() if col))

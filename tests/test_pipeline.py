@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -138,3 +141,32 @@ def test_a_run_that_would_keep_almost_nothing_says_so_in_one_line():
         "`cleanpairs info` before filtering, or try another method"
     )
     assert low_keep_warning(5, 100, "mscn") is None and low_keep_warning(0, 0, "ncr") is None
+
+
+def test_a_corpus_carrying_a_clip_score_is_split_with_no_encoder(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    clean = rng.random(200) < 0.7
+    score = np.where(clean, rng.normal(0.32, 0.03, 200), rng.normal(0.12, 0.03, 200))
+    score[5] = np.nan
+    table = pa.table({"SAMPLE_ID": np.arange(200), "URL": [f"http://x/{i}.jpg" for i in range(200)],
+                      "TEXT": [f"t{i}" for i in range(200)], "similarity": score})  # fmt: skip
+    pq.write_table(table, tmp_path / "laion.parquet")
+    exe = Path(sys.executable).parent / "cleanpairs"
+    done = subprocess.run([str(exe), "score", tmp_path / "laion.parquet", "--method", "similarity",
+                           "--similarity-col", "similarity", "-o", tmp_path / "s.parquet"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = pq.read_table(tmp_path / "s.parquet")
+    status = out.column("cp_status").to_pylist()
+    assert status[5] == "no value in similarity" and status.count("ok") == 199
+    p = out.column("cp_p_clean").to_numpy(zero_copy_only=False)
+    keep = np.isfinite(p)
+    assert ((p[keep] >= 0.5) == clean[keep]).mean() > 0.97
+    assert json.loads(out.schema.metadata[b"cleanpairs"])["encoder"] == "column:similarity"
+    wrong = subprocess.run([str(exe), "score", tmp_path / "laion.parquet", "--method", "ncr",
+                            "--similarity-col", "similarity", "-o", tmp_path / "n.parquet"],
+                           capture_output=True, text=True)  # fmt: skip
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: --similarity-col")
