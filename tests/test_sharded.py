@@ -249,3 +249,13 @@ def test_webdataset_tar_shards_are_scored_shard_by_shard(tmp_path, cache_dir):
     assert sorted(files(tmp_path / "out")) == ["00000.parquet", "00001.parquet"]
     keys = pq.read_table(tmp_path / "out" / "00001.parquet").column("key").to_pylist()
     assert keys == [r["key"] for r in flickr_pairs(4, offset=4)]
+
+
+def test_the_fit_sample_is_not_the_rows_another_draw_of_the_same_seed_picks():
+    from cleanpairs.noise import shuffle_captions
+
+    # Noise injected with seed 0 and a sample drawn with seed 0 once picked the same rows: the
+    # method then saw only mismatched pairs and ranked the corpus upside down.
+    noise = shuffle_captions(np.repeat(np.arange(6000), 5), 0.4, seed=0)
+    sample = fit_sample_rows([30000], 10000, seed=0)
+    assert 0.5 < noise.is_clean[sample].mean() < 0.7
