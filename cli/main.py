@@ -205,10 +205,16 @@ def score(
 
 
 def _writes_shards(source: str, output: Path | None) -> bool:
-    """A folder output (no .parquet suffix), or a folder or glob input without -o, is sharded."""
+    """A folder output (an existing folder, or a name without a suffix), or a folder or glob of
+    shards without -o, is sharded; a clip-retrieval folder is one corpus."""
     if output is not None:
-        return output.suffix != ".parquet"
-    return Path(source).is_dir() or any(ch in source for ch in "*?[")
+        return output.is_dir() or output.suffix == ""
+    from cleanpairs.io.embeddings import is_clip_retrieval_folder
+
+    folder = Path(source)
+    if folder.is_dir():
+        return not is_clip_retrieval_folder(folder)
+    return any(ch in source for ch in "*?[")
 
 
 def _default_folder(source: str) -> Path:
@@ -465,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     block of several lines; here it is one ``error:`` line like every other refusal, exit 2.
     """
     click = _click_exceptions()
+    # typer 0.2x raises its own Abort on Ctrl-C; older ones raise click's.
+    aborts = (typer.Abort, getattr(click, "Abort", typer.Abort))
     try:
         code = app(args=argv, prog_name="cleanpairs", standalone_mode=False)
     except click.NoArgsIsHelpError as err:
@@ -477,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as err:
         typer.echo(f"error: {err.format_message()}", err=True)
         return err.exit_code
-    except click.Abort:
+    except aborts:
         typer.echo("interrupted; nothing was written", err=True)
         return 130
     return code if isinstance(code, int) else 0

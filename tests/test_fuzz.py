@@ -564,8 +564,10 @@ def test_cli_refuses_damaged_tables_and_scores_in_one_line(tmp_path):
     done = cli("score", truncated, "--encoder", "precomputed", "-o", tmp_path / "out.parquet")
     assert_one_error_line(done, f"cannot read {truncated}: ")
     tar = tmp_path / "shard.tar"
-    tar.write_bytes(intact_files("tar", tmp_path)[0])
-    assert_one_error_line(cli("score", tar, "-o", tmp_path / "out.parquet"), f"cannot read {tar}: ")
+    whole = intact_files("tar", tmp_path)[0]
+    tar.write_bytes(whole[: len(whole) * 2 // 3])
+    refused = cli("score", tar, "-o", tmp_path / "out.parquet")
+    assert_one_error_line(refused, f"cannot read {tar} as a tar shard: ")
     assert not (tmp_path / "out.parquet").exists()
     scores = _write_scores_file(tmp_path / "s.scores.parquet")
     damaged = _damage_a_data_page(scores, tmp_path / "damaged.scores.parquet")

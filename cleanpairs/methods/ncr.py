@@ -71,6 +71,8 @@ def predict_correspondence(scores: torch.Tensor, margin: float, same_image: torc
     """
     cost = hinge_triplet(scores, margin, hardest=False, same_image=same_image) / 2
     p = (margin - cost).clamp(min=0, max=margin)
+    if len(p) == 0:  # a batch of a selection that kept no pair
+        return p
     top = torch.topk(p, len(p) // 10 + 1).values.mean()
     return (p / top.clamp(min=1e-12)).clamp(0, 1)
 

@@ -272,3 +272,13 @@ def test_an_aligned_encoder_scorer_keeps_only_its_mixture(tmp_path):
     assert again.heads is None
     assert np.array_equal(again.p_clean, scorer.score().p_clean)
     assert np.array_equal(again.similarity, scorer.score().similarity)
+
+
+def test_ncr_scores_a_corpus_of_one_image_and_three_captions():
+    # A tiny webdataset shard: one picture, three captions; NCR's clean selection can be empty.
+    from cleanpairs.methods import get_method
+
+    rng = np.random.default_rng(0)
+    pairs = PairEmbeddings(rng.normal(size=(1, 8)), rng.normal(size=(3, 8)), np.zeros(3, int), np.arange(3))
+    scores = get_method("ncr")(seed=0, device="cpu", epochs=2).fit(pairs).score()
+    assert np.isfinite(scores.p_clean).all() and len(scores.p_clean) == 3
