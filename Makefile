@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/cleanpairs info $(DEMO)/scores.parquet --truth is_clean
 	$(BIN)/cleanpairs filter $(DEMO)/scores.parquet --thresh 0.5 -o $(DEMO)/kept.parquet --rejected $(DEMO)/rejected.parquet
 	$(BIN)/cleanpairs export $(DEMO)/scores.parquet --format webdataset --thresh 0.5 -o $(DEMO)/export
+	$(BIN)/cleanpairs review $(DEMO)/scores.parquet -o $(DEMO)/review --truth is_clean
 
 # The review page's browser test drives Chromium headless; a fresh Debian/Ubuntu machine gets it here
 # (root or sudo needed); where it cannot be installed, that one test is skipped and says why.
