@@ -20,6 +20,7 @@ shards, resumed or not.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -304,18 +305,12 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-_LOADED: dict[tuple[str, str], Any] = {}
-
-
+@functools.lru_cache(maxsize=1)
 def _scorer_for(folder: str, device: str) -> Any:
     """The scorer saved in ``folder``, loaded once per process (a worker scores many shards)."""
     from cleanpairs.methods import load_scorer
 
-    key = (folder, device)
-    if key not in _LOADED:
-        _LOADED.clear()
-        _LOADED[key] = load_scorer(folder, device=device)
-    return _LOADED[key]
+    return load_scorer(folder, device=device)
 
 
 def score_shard(task: ShardTask) -> dict[str, Any]:
@@ -342,8 +337,9 @@ def score_shard(task: ShardTask) -> dict[str, Any]:
     if task.fit_rows is not None:
         lo, hi = task.fit_rows
         fit = pq.read_table(Path(task.run_folder) / FIT_SCORES).slice(lo, hi - lo)
-        take = lambda name: fit.column(name).to_numpy(zero_copy_only=False)[embedded.rows]  # noqa: E731
-        scores = PairScores.without_rematch(take("p_clean"), take("soft_label"), take("similarity"))
+        kept = [fit.column(name).to_numpy(zero_copy_only=False)[embedded.rows]
+                for name in ("p_clean", "soft_label", "similarity")]  # fmt: skip
+        scores = PairScores.without_rematch(*kept)
     elif len(embedded.rows):
         scores = _scorer_for(task.scorer_folder, s["device"]).score_pairs(embedded.pairs)
     else:
@@ -393,6 +389,8 @@ def score_shards(
     key_col: str | None = None,
     image_col: str | None = None,
     text_col: str | None = None,
+    image_emb_col: str | None = None,
+    text_emb_col: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     fit_pairs: int = DEFAULT_FIT_PAIRS,
@@ -428,7 +426,13 @@ def score_shards(
     from cleanpairs.engines import check_engine
 
     check_engine(engine, ray_address=ray_address)
-    roles_options = {"key_col": key_col, "image_col": image_col, "text_col": text_col}
+    roles_options = {
+        "key_col": key_col,
+        "image_col": image_col,
+        "text_col": text_col,
+        "image_emb_col": image_emb_col,
+        "text_emb_col": text_emb_col,
+    }
     shards = expand_sources(source)
     if scorer is not None:
         from cleanpairs.io.scorers import load_scorer_files
@@ -555,13 +559,12 @@ def score_shards(
     failed = [*unreadable, *failed]
     timings["score_s"] = time.perf_counter() - tick
     record = _read_run_file(out) or run
-    record["failed_shards"] = sorted(
-        {f["source"]: f for f in [*record.get("failed_shards", []), *failed]}.values(),
-        key=lambda f: f["source"],
-    )
-    record["failed_shards"] = [
-        f for f in record["failed_shards"] if f["source"] not in {r["source"] for r in results}
-    ]
+    # A shard that failed before and was scored now is no longer failed.
+    failures = {f["source"]: f for f in record.get("failed_shards", [])}
+    for result in results:
+        failures.pop(result["source"], None)
+    failures.update((f["source"], f) for f in failed)
+    record["failed_shards"] = [failures[source] for source in sorted(failures)]
     record["state"] = "done" if not record["failed_shards"] else "done with failed shards"
     totals = _totals(out, names)
     from cleanpairs.pipeline import low_keep_warning

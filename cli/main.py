@@ -116,8 +116,24 @@ def score(
     scores shard of its own, with a completion marker: a rerun skips finished shards.
     """
     from cleanpairs.methods import DEFAULT_METHOD
-    from cleanpairs.pipeline import score_corpus
 
+    # What both ways of scoring take, said once.
+    common = {
+        "method": method or DEFAULT_METHOD,
+        "encoder": encoder,
+        "params": parse_params(param or []),
+        "seed": seed,
+        "device": device,
+        "key_col": key_col,
+        "image_col": image_col,
+        "text_col": text_col,
+        "image_emb_col": image_emb_col,
+        "text_emb_col": text_emb_col,
+        "cache_dir": cache_dir,
+        "progress": progress,
+        "max_image_pixels": max_image_pixels,
+        "save_scorer_to": save_scorer,
+    }
     if _writes_shards(source, output):
         if rematch or meta is not None or meta_keys is not None or similarity_col is not None:
             from cleanpairs.errors import InputError
@@ -133,22 +149,11 @@ def score(
         sharded = score_shards(
             source,
             folder,
-            method=method or DEFAULT_METHOD,
-            encoder=encoder,
-            params=parse_params(param or []),
-            seed=seed,
-            device=device,
-            key_col=key_col,
-            image_col=image_col,
-            text_col=text_col,
-            cache_dir=cache_dir,
-            progress=progress,
+            **common,
             fit_pairs=fit_pairs,
-            save_scorer_to=save_scorer,
             engine=engine,
             ray_address=ray_address,
             skip_bad_shards=skip_bad_shards,
-            max_image_pixels=max_image_pixels,
         )
         _report_shards(sharded)
         return
@@ -158,28 +163,16 @@ def score(
         raise InputError(
             "--resume carries on a run into a folder of shards; a .parquet output is whole or absent"
         )
+    from cleanpairs.pipeline import score_corpus
 
     run = score_corpus(
         source,
         output,
-        method=method or DEFAULT_METHOD,
-        encoder=encoder,
-        params=parse_params(param or []),
-        seed=seed,
-        device=device,
-        key_col=key_col,
-        image_col=image_col,
-        text_col=text_col,
-        cache_dir=cache_dir,
-        progress=progress,
+        **common,
         rematch=rematch,
         rematch_settings={"k": rematch_k, "mass": rematch_mass, "threshold": rematch_below},
         meta_source=meta,
         meta_keys=meta_keys,
-        max_image_pixels=max_image_pixels,
-        image_emb_col=image_emb_col,
-        text_emb_col=text_emb_col,
-        save_scorer_to=save_scorer,
         similarity_col=similarity_col,
     )
     meta = run.meta

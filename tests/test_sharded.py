@@ -259,3 +259,13 @@ def test_the_fit_sample_is_not_the_rows_another_draw_of_the_same_seed_picks():
     noise = shuffle_captions(np.repeat(np.arange(6000), 5), 0.4, seed=0)
     sample = fit_sample_rows([30000], 10000, seed=0)
     assert 0.5 < noise.is_clean[sample].mean() < 0.7
+
+
+def test_embedding_columns_of_other_names_are_read_in_every_shard(tmp_path):
+    shards = noisy_shards(tmp_path / "in", shards=2)
+    for path in shards.glob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.rename_columns(["key", "caption", "image_id", "img", "txt", "is_clean"]), path)
+    run = score_shards(shards, tmp_path / "out", method="similarity", image_emb_col="img", text_emb_col="txt",
+                       **OPTIONS)  # fmt: skip
+    assert run.scored_rows == run.rows == 120

@@ -11,6 +11,7 @@ a live process, or of another machine sharing the folder, are left alone.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -208,3 +209,44 @@ def refuse_overwrite(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
         src = Path(source).resolve()
         if out == src or out in src.parents or _same_file(out, src):
             raise InputError(f"output {output} would overwrite the input {source}; choose another path")
+
+
+OWNED_MANIFEST = "_cleanpairs.json"
+"""The manifest a cleanpairs folder output (an export, a review) writes, listing its files."""
+
+
+def files_written_before(folder: Path, fmt: str) -> set[str] | None:
+    """The files an earlier output of format ``fmt`` wrote in ``folder`` (its manifest's
+    ``files`` plus the manifest), or ``None`` where no readable manifest of that format is there."""
+    try:
+        manifest = json.loads((folder / OWNED_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list) or manifest.get("format") != fmt:
+        return None
+    return {str(name) for name in files} | {OWNED_MANIFEST}
+
+
+def check_replaceable_folder(out_dir: str | os.PathLike, fmt: str, what: str) -> None:
+    """Raise :class:`InputError` unless ``out_dir`` may be replaced by an output of format
+    ``fmt``: absent, empty, or an earlier such output holding only the files its manifest names.
+    An output never deletes what it did not write.
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` is a file, cannot be written, or holds anything an earlier ``what`` (an
+        export, a review) did not write.
+    """
+    folder = check_output_path(out_dir, directory=True)
+    if not folder.is_dir():
+        return
+    present = {entry.name for entry in folder.iterdir()}
+    foreign = sorted(present - (files_written_before(folder, fmt) or set()))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise InputError(
+            f"{out_dir} already holds files that no cleanpairs {what} wrote ({shown}); "
+            f"write the {what} into a new or empty folder"
+        )

@@ -22,7 +22,7 @@ from PIL import Image
 
 import cleanpairs
 from cleanpairs.errors import InputError
-from cleanpairs.io.atomic import atomic_output, check_output_path, refuse_overwrite
+from cleanpairs.io.atomic import OWNED_MANIFEST, atomic_output, check_replaceable_folder, refuse_overwrite
 from cleanpairs.io.images import ImageProblem, check_max_pixels, decode_image, read_image_bytes
 from cleanpairs.io.keeplist import write_keep_list
 from cleanpairs.io.scores import iter_batches, keep_mask, open_scores, with_run_metadata
@@ -40,7 +40,7 @@ EXPORT_FORMATS = ("parquet", "webdataset", "uids")
 REMATCHED = "cp_rematched"
 """Export column: true where the row's caption was replaced by its rematched partner's."""
 
-MANIFEST = "_cleanpairs.json"
+MANIFEST = OWNED_MANIFEST
 """Written beside the shards of every export: what was exported from where, and which files it
 wrote. A folder holding only a manifest and the files it names is a previous export, which a new
 export may replace; any other non-empty folder is refused, so an export never deletes what it
@@ -179,41 +179,10 @@ def _rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(pending)
 
 
-def _previous_export(folder: Path) -> set[str] | None:
-    """The files an earlier export wrote in ``folder`` (by its manifest), or ``None`` if it has none."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, list):
-        return None
-    return {str(name) for name in files} | {MANIFEST}
-
-
 def check_export_target(out_dir: str | os.PathLike) -> None:
     """Raise :class:`InputError` unless ``out_dir`` may take an export: absent, empty, or an
-    earlier export holding only its manifest and the files it names (which is replaced whole).
-
-    Raises
-    ------
-    InputError
-        ``out_dir`` is a file, cannot be written, or holds anything an export did not write.
-    """
-    folder = check_output_path(out_dir, directory=True)
-    if not folder.is_dir():
-        return
-    present = {entry.name for entry in folder.iterdir()}
-    if not present:
-        return
-    written = _previous_export(folder)
-    foreign = sorted(present - (written or set()))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise InputError(
-            f"{out_dir} already holds files that no cleanpairs export wrote ({shown}); "
-            "export into a new or empty folder"
-        )
+    earlier export holding only its manifest and the files it names (which is replaced whole)."""
+    check_replaceable_folder(out_dir, MANIFEST_FORMAT, "export")
 
 
 def export_scores(

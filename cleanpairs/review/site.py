@@ -12,8 +12,13 @@ from importlib import resources
 from pathlib import Path
 
 import cleanpairs
-from cleanpairs.errors import InputError, ParameterError
-from cleanpairs.io.atomic import atomic_output, check_output_path, refuse_overwrite
+from cleanpairs.errors import ParameterError
+from cleanpairs.io.atomic import (
+    OWNED_MANIFEST,
+    atomic_output,
+    check_replaceable_folder,
+    refuse_overwrite,
+)
 from cleanpairs.io.images import check_max_pixels
 from cleanpairs.review.plot import write_histogram
 from cleanpairs.review.select import Selection, Selector
@@ -22,7 +27,7 @@ from cleanpairs.review.stats import KEEP_AT, ScoreStats
 from cleanpairs.review.thumbs import write_thumbnail
 from cleanpairs.schema import STATUS_OK
 
-MANIFEST = "_cleanpairs.json"
+MANIFEST = OWNED_MANIFEST
 """Written into every review folder: what it shows and the files it wrote. A folder holding
 only a manifest and its files is an earlier review, which a new one replaces whole; any other
 non-empty folder is refused."""
@@ -52,33 +57,10 @@ def _check_count(name: str, value: int) -> None:
         raise ParameterError(f"--{name} must be an integer within [0, {MAX_PER_PART}]; got {value!r}")
 
 
-def _earlier_review(folder: Path) -> set[str] | None:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return None
-    files = manifest.get("files")
-    return {str(name) for name in files} | {MANIFEST} if isinstance(files, list) else None
-
-
 def check_review_target(out_dir: str | os.PathLike) -> None:
     """Raise :class:`InputError` unless ``out_dir`` may take a review: absent, empty, or an
     earlier review holding only its manifest and the files it names."""
-    folder = check_output_path(out_dir, directory=True)
-    if not folder.is_dir():
-        return
-    present = {entry.name for entry in folder.iterdir()}
-    if not present:
-        return
-    foreign = sorted(present - (_earlier_review(folder) or set()))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise InputError(
-            f"{out_dir} already holds files that no cleanpairs review wrote ({shown}); "
-            "write the review into a new or empty folder"
-        )
+    check_replaceable_folder(out_dir, MANIFEST_FORMAT, "review")
 
 
 def safe_json(value: object) -> str:
