@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import cleanpairs
-from cleanpairs.errors import CleanpairsError, InputError, ParameterError
+from cleanpairs.errors import CleanpairsError, InputError, ParameterError, first_line
 from cleanpairs.io.atomic import atomic_output, check_output_path, refuse_overwrite
 from cleanpairs.io.images import check_max_pixels
 from cleanpairs.io.tables import TABLE_SUFFIXES, Corpus, expand_sources, read_pairs, read_table_file
@@ -128,7 +128,7 @@ def count_rows(path: Path) -> int:
         try:
             return pq.ParquetFile(path).metadata.num_rows
         except (OSError, pa.ArrowException) as err:
-            raise InputError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+            raise InputError(f"cannot read {path}: {first_line(err)}") from None
     return _shard_table(path).num_rows
 
 
@@ -140,7 +140,7 @@ def check_shards_agree(shards: list[Path], roles_options: dict[str, str | None])
         try:
             schema = pq.read_schema(path) if path.suffix == ".parquet" else _shard_table(path).schema
         except (OSError, pa.ArrowException) as err:
-            raise InputError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+            raise InputError(f"cannot read {path}: {first_line(err)}") from None
         try:
             roles = resolve_roles(schema, **roles_options)
         except InputError as err:

@@ -18,7 +18,7 @@ from PIL import Image
 from cleanpairs.device import resolve_device
 from cleanpairs.encoders.base import unit_rows
 from cleanpairs.encoders.fetch import check_weights_available
-from cleanpairs.errors import EncoderError
+from cleanpairs.errors import EncoderError, first_line
 
 
 def parse_openclip_id(encoder_id: str) -> tuple[str, str | None, Path | None]:
@@ -60,7 +60,7 @@ class OpenClipEncoder:
                 arch, pretrained=pretrained, device=self.device
             )
         except Exception as err:  # open_clip raises many types for a missing or bad checkpoint
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise EncoderError(f"cannot load open_clip model {arch!r} ({pretrained}): {first}") from None
         self.model = model.eval()
         self.transform = transform

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from cleanpairs.errors import CleanpairsError, ParameterError
+from cleanpairs.errors import CleanpairsError, ParameterError, first_line
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -69,7 +69,7 @@ def _session(ray: ModuleType, address: str | None, num_cpus: int | None) -> Iter
             ray.init(address=address, **settings)
     except (ConnectionError, ValueError, RuntimeError) as err:
         where = f"connect to Ray at {address}" if address else "start a local Ray"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise ParameterError(f"the ray engine cannot {where}: {reason}") from None
     try:
         yield

@@ -25,7 +25,7 @@ import torch
 import cleanpairs
 from cleanpairs.core.heads import ProjectionHead, TorchHeads
 from cleanpairs.device import resolve_device
-from cleanpairs.errors import CleanpairsError, InputError
+from cleanpairs.errors import CleanpairsError, InputError, first_line
 from cleanpairs.io.atomic import atomic_output, check_output_path
 from cleanpairs.io.tables import expand_sources
 
@@ -109,11 +109,6 @@ def save_model(folder: str | os.PathLike, heads: TorchHeads, encoder: str, info:
     return Path(folder)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _read_description(folder: Path) -> dict[str, Any]:
     """``model.json`` of a model folder, checked for what :func:`load_model` reads from it."""
     file = folder / MODEL_FILE
@@ -126,7 +121,7 @@ def _read_description(folder: Path) -> dict[str, Any]:
         description = json.loads(file.read_text())
     except (ValueError, OSError) as err:  # JSONDecodeError, undecodable bytes, unreadable file
         raise InputError(
-            f"{file} cannot be read as JSON ({_first_line(err)}); the model folder is damaged"
+            f"{file} cannot be read as JSON ({first_line(err)}); the model folder is damaged"
         ) from None
     if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
         raise InputError(f"{folder} is not a cleanpairs model folder (make one with `cleanpairs train`)")
@@ -178,7 +173,7 @@ def _load_head(folder: Path, part: str, sizes: dict[str, int]) -> ProjectionHead
         raise InputError(_refusal(file, err)) from None
     except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, UnicodeDecodeError) as err:
         # A damaged file fails in zip, pickle or torch code, each with an error of its own.
-        raise InputError(f"{file} cannot be read as torch tensors ({_first_line(err)})") from None
+        raise InputError(f"{file} cannot be read as torch tensors ({first_line(err)})") from None
     head = ProjectionHead(sizes["d_in"], sizes["d_out"], sizes["hidden"])
     wanted = {k: tuple(v.shape) for k, v in head.state_dict().items()}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -307,7 +302,7 @@ def save_index(model_folder: str | os.PathLike, fingerprint: str, index: SearchI
     except InputError as err:  # the output check found the folder unwritable before any write
         raise IndexNotSaved(str(err)) from None
     except (OSError, RuntimeError) as err:  # faiss reports a failed write as RuntimeError
-        reason = getattr(err, "strerror", None) or _first_line(err)
+        reason = getattr(err, "strerror", None) or first_line(err)
         raise IndexNotSaved(
             f"cannot save the index under {Path(model_folder) / INDEX_FOLDER}: {reason}"
         ) from None

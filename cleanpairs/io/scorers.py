@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import cleanpairs
-from cleanpairs.errors import InputError
+from cleanpairs.errors import InputError, first_line
 from cleanpairs.io.atomic import atomic_output
 
 SCORER_FORMAT = "cleanpairs-scorer"
@@ -110,7 +110,7 @@ def load_scorer_files(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[s
     except pickle.UnpicklingError as err:
         raise InputError(f"{tensors_path} was refused by weights-only loading: {_refusal(err)}") from None
     except (OSError, RuntimeError, EOFError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise InputError(f"{tensors_path} cannot be read: {reason}") from None
     if not isinstance(tensors, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()

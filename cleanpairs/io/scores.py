@@ -78,7 +78,7 @@ def open_scores(path: str | os.PathLike) -> tuple[ScoresFile, RunMetadata]:
     try:
         handle = ScoresFile(path)
     except (pa.ArrowException, OSError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise InputError(f"cannot read {path} as parquet: {reason}") from None
     return handle, require_scores_schema(handle.schema_arrow, path)
 
