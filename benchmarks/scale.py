@@ -1,5 +1,8 @@
 """Scale benchmark: `cleanpairs score SHARDS/ -o OUT/` on synthetic precomputed-embedding
-corpora of growing size, in 100k-row parquet shards; wall time and peak memory of the command.
+corpora of growing size, in 100k-row parquet shards: wall time and peak memory of the command;
+the scoring pass alone (`cleanpairs apply` of the run's scorer) against the same pass in bare
+numpy (`bare_pass.py`); and at one size, a run killed with SIGKILL at about half its shards and
+resumed, and the same run on the ray engine, each against the uninterrupted local run.
 
 The corpora are what issue #15 describes: 5 captions per image, each caption a noisy linear map
 of its image, 40% of the captions shuffled, 128-d float16 embeddings. Each size is generated
@@ -14,14 +17,18 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from bare_pass import bare_pass
 
 SHARD_ROWS = 100_000
 DIM = 128
@@ -64,25 +71,87 @@ def write_corpus(folder: Path, pairs: int, seed: int = 0) -> Path:
     return folder
 
 
-def score(folder: Path, out: Path, method: str) -> dict:
-    """Run the installed command in a child process; its wall time and peak RSS."""
+def command(args: list[str], *, kill_when: Callable[[], bool] | None = None) -> dict:
+    """Run the installed ``cleanpairs`` with ``args`` in a child process; its wall time and peak
+    RSS. With ``kill_when``, the child is killed with SIGKILL as soon as it returns true."""
     exe = Path(sys.executable).parent / "cleanpairs"
-    args = [str(exe), "score", str(folder), "-o", str(out), "--encoder", "precomputed", "--method", method,
-            "--device", "cpu", "--no-progress"]  # fmt: skip
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True)
+    child = subprocess.Popen([str(exe), *args, "--device", "cpu", "--no-progress"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    killed = False
+    while kill_when is not None and child.poll() is None:
+        if kill_when():
+            child.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.05)
+    _, err = child.communicate()
     wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(done.stderr)
+    if child.returncode != 0 and not killed:
+        raise SystemExit(err)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"wall_s": round(wall, 1), "peak_rss_mib": round(max(peak, before) / 1024), "stdout": done.stdout}
+    return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak / 1024)}
+
+
+def score_args(corpus: Path, out: Path, method: str, *extra: str) -> list[str]:
+    return ["score", str(corpus), "-o", str(out), "--encoder", "precomputed", "--method", method, *extra]
+
+
+def cp_columns(folder: Path) -> dict[str, bytes]:
+    """The bytes of every output shard's ``cp_*`` columns, to compare two runs."""
+    out = {}
+    for shard in sorted(folder.glob("[!_.]*.parquet")):
+        table = pq.read_table(shard)
+        names = [n for n in table.column_names if n.startswith("cp_")]
+        out[shard.name] = b"".join(table.column(n).to_numpy(zero_copy_only=False).tobytes() for n in names
+                                   if n not in ("cp_rematch_key", "cp_status"))  # fmt: skip
+    return out
+
+
+def one(kind: str, corpus: Path, out: Path, method: str) -> dict:
+    """One measurement of ``kind`` in this (fresh) process."""
+    if kind == "score":
+        return command(score_args(corpus, out, method))
+    if kind == "apply":  # the scoring pass alone: ``out`` holds a finished run and its scorer
+        applied = out.with_name(out.name + "-applied")
+        shutil.rmtree(applied, ignore_errors=True)
+        return command(["apply", str(out / "_scorer"), str(corpus), "-o", str(applied)])
+    if kind == "bare":
+        bare = out.with_name(out.name + "-bare")
+        shutil.rmtree(bare, ignore_errors=True)
+        start = time.perf_counter()
+        bare_pass(out / "_scorer", corpus, bare)
+        wall = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak / 1024)}
+    if kind == "ray":
+        return command(score_args(corpus, out, method, "--engine", "ray"))
+    if kind == "resume":  # killed when half the shards are done, then the same command again
+        shards = len(list(corpus.glob("*.parquet")))
+        first = command(score_args(corpus, out, method),
+                        kill_when=lambda: len(list(out.glob("*.stats.json"))) >= shards // 2)  # fmt: skip
+        done_at_kill = len(list(out.glob("*.stats.json")))
+        second = command(score_args(corpus, out, method))
+        return {"wall_s": round(first["wall_s"] + second["wall_s"], 1), "killed_after_shards": done_at_kill,
+                "peak_rss_mib": max(first["peak_rss_mib"], second["peak_rss_mib"])}  # fmt: skip
+    raise ValueError(kind)
+
+
+def measure(kind: str, corpus: Path, out: Path, method: str) -> dict:
+    """``one`` in a fresh child process (``ru_maxrss`` of children is the largest so far)."""
+    child = subprocess.run([sys.executable, __file__, "--one", kind, str(corpus), str(out), method],
+                           capture_output=True, text=True)  # fmt: skip
+    if child.returncode != 0:
+        raise SystemExit(child.stderr)
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--methods", default="similarity,ncr")
+    parser.add_argument("--compare-size", type=int, default=1_000_000,
+                        help="the size whose runs are also resumed after a kill and run on Ray")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path(".bench-cache/scale"))
     parser.add_argument("--out", type=Path, default=Path("docs/bench/scale.md"))
     opts = parser.parse_args()
@@ -91,29 +160,50 @@ def main() -> None:
         corpus = write_corpus(opts.work / f"corpus-{size}", size)
         for method in opts.methods.split(","):
             out = opts.work / f"scored-{size}-{method}"
-            subprocess.run(["rm", "-rf", str(out)], check=True)
-            # Each size and method in a fresh child: ru_maxrss of children is the largest so far.
-            child = subprocess.run(
-                [sys.executable, __file__, "--one", str(corpus), str(out), method],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            result = json.loads(child.stdout.strip().splitlines()[-1])
-            rows.append({"pairs": size, "method": method, **result})
-            print(json.dumps(rows[-1]), flush=True)
-    lines = [
-        "| pairs | method | wall (s) | peak RSS (MiB) |",
-        "| ---: | --- | ---: | ---: |",
-        *[f"| {r['pairs']:,} | {r['method']} | {r['wall_s']} | {r['peak_rss_mib']} |" for r in rows],
-    ]
+            row = {"pairs": size, "method": method}
+            kinds = ["score", "apply", "bare"] + (["resume", "ray"] if size == opts.compare_size else [])
+            for kind in kinds:
+                folder = out.with_name(f"{out.name}-{kind}") if kind in ("resume", "ray") else out
+                if kind in ("score", "resume", "ray"):
+                    shutil.rmtree(folder, ignore_errors=True)
+                row[kind] = measure(kind, corpus, folder, method)
+                if kind in ("resume", "ray"):
+                    row[kind]["same_output"] = cp_columns(folder) == cp_columns(out)
+                print(json.dumps({"pairs": size, "method": method, kind: row[kind]}), flush=True)
+            rows.append(row)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text("\n".join(lines) + "\n")
+    opts.out.write_text(report(rows))
+
+
+def report(rows: list[dict]) -> str:
+    """The Markdown tables of the measured rows."""
+    lines = [
+        "| pairs | method | score wall (s) | peak RSS (MiB) | scoring pass: apply (s) | bare numpy (s) "
+        "| apply vs bare throughput |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        ratio = r["bare"]["wall_s"] / max(r["apply"]["wall_s"], 1e-9)
+        score = r["score"]
+        lines.append(f"| {r['pairs']:,} | {r['method']} | {score['wall_s']} | {score['peak_rss_mib']} "
+                     f"| {r['apply']['wall_s']} | {r['bare']['wall_s']} | {ratio:.0%} |")  # fmt: skip
+    compared = [r for r in rows if "resume" in r]
+    if compared:
+        lines += ["", "| pairs | method | uninterrupted (s) | killed at ~50% + resumed (s) | ratio "
+                  "| same output | local engine (s) | ray engine (s) | ratio | same output |",
+                  "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]  # fmt: skip
+        for r in compared:
+            base, res, ray = r["score"]["wall_s"], r["resume"], r["ray"]
+            lines.append(f"| {r['pairs']:,} | {r['method']} | {base} | {res['wall_s']} "
+                         f"(killed after {res['killed_after_shards']} shards) | {res['wall_s'] / base:.2f}x "
+                         f"| {res['same_output']} | {base} | {ray['wall_s']} | {ray['wall_s'] / base:.2f}x "
+                         f"| {ray['same_output']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--one":
-        result = score(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])
-        result.pop("stdout")
-        print(json.dumps(result))
+    if len(sys.argv) == 6 and sys.argv[1] == "--one":
+        print(json.dumps(one(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5])))
     else:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         main()

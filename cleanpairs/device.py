@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from cleanpairs.errors import EncoderError
+
+FIT_THREADS = 1
+"""torch's CPU threads while a method fits or scores (docs/benchmarks.md, "CPU threads"): its heads
+are small, so a second thread saves less than it costs to synchronise, and a thread that waits
+for a shared core stalls every step of the other."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -24,3 +32,18 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise EncoderError(f"device {device!r} was asked for, but torch sees no CUDA device")
     return resolved
+
+
+@contextmanager
+def cpu_threads(device: torch.device, threads: int | None = None) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (default :data:`FIT_THREADS`), then put
+    back the number there was; on a GPU the block runs as it is."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or FIT_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -230,6 +230,29 @@ def _fingerprint(
     return digest.hexdigest()
 
 
+def _distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's distinct-row number, numbered in order of first appearance, and the row where
+    each distinct row first appears (equal bytes make equal rows)."""
+    if len(matrix) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    as_bytes = np.ascontiguousarray(matrix).view(np.dtype((np.void, matrix.dtype.itemsize * matrix.shape[1])))
+    _, first, inverse = np.unique(as_bytes.ravel(), return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.ravel()].astype(np.int64), first[order].astype(np.int64)
+
+
+def _matrices_fingerprint(keys: pa.Array, *matrices: tuple[np.ndarray, np.ndarray]) -> str:
+    """A hash of the keys and of each (matrix, row has a vector) pair."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update("\x00".join(map(str, keys.to_pylist())).encode())
+    for matrix, present in matrices:
+        digest.update(np.ascontiguousarray(present).tobytes())
+        digest.update(np.ascontiguousarray(matrix[present]).tobytes())
+    return digest.hexdigest()
+
+
 def _embedding_matrix(column: pa.ChunkedArray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A list-of-numbers column as a float32 matrix, and a mask of rows that have a vector.
 
@@ -280,16 +303,9 @@ def _embed_precomputed(corpus: Corpus) -> EmbeddedCorpus:
     ]
     check_scorable(status)
     rows = np.flatnonzero(has_image & has_text & finite)
-    image_digests = [
-        content_digest(images[r].tobytes()) if has_image[r] else None for r in range(len(corpus))
-    ]
-    text_digests = [content_digest(texts[r].tobytes()) if has_text[r] else None for r in range(len(corpus))]
-    first_row: dict[bytes, int] = {}
-    for r in rows:
-        first_row.setdefault(image_digests[r], int(r))
-    position = {d: i for i, d in enumerate(first_row)}
-    image_index = np.array([position[image_digests[r]] for r in rows], np.int64)
-    image_matrix = images[list(first_row.values())]
+    # Vectorised, not a digest per row: a shard of precomputed vectors is read at disk speed.
+    image_index, first_rows = _distinct_rows(images[rows])
+    image_matrix = images[rows[first_rows]]
     pairs = PairEmbeddings(
         images=image_matrix,
         texts=texts[rows],
@@ -301,7 +317,7 @@ def _embed_precomputed(corpus: Corpus) -> EmbeddedCorpus:
         pairs,
         rows,
         status,
-        _fingerprint(corpus.keys(), image_digests, text_digests),
+        _matrices_fingerprint(corpus.keys(), (images, has_image), (texts, has_text)),
         {"images": 0, "texts": 0},
     )
 

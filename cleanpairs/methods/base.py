@@ -132,7 +132,9 @@ class PairScorer:
 
     Subclasses set ``spec`` (which fills ``name``, ``summary``, ``params`` and ``needs_trusted``)
     and implement ``_fit``, calling :meth:`epoch_done` after each training epoch. ``__init__``
-    only stores keyword-only hyperparameters (and an optional ``on_epoch`` observer); ``fit``
+    only stores keyword-only hyperparameters (and an optional ``on_epoch`` observer, and
+    ``threads``: torch's CPU threads while fitting and scoring, by default
+    :data:`cleanpairs.device.FIT_THREADS`); ``fit``
     checks them, learns, and returns self; ``score`` returns the per-pair arrays in input order.
     """
 
@@ -157,10 +159,12 @@ class PairScorer:
         seed: int = 0,
         device: str = "auto",
         on_epoch: Callable[[int, Heads], None] | None = None,
+        threads: int | None = None,
         **hyperparameters: Any,
     ) -> None:
         self.seed = seed
         self.device = device
+        self.threads = threads
         self.on_epoch = on_epoch
         self.hyperparameters = hyperparameters
 
@@ -196,7 +200,7 @@ class PairScorer:
                 "pass one with --meta trusted.parquet, or --meta-keys keys.txt for rows of the corpus itself"
             )
         self.trusted = trusted
-        from cleanpairs.device import resolve_device
+        from cleanpairs.device import cpu_threads, resolve_device
 
         self.params_ = self.get_params()
         self.device_ = resolve_device(self.device)
@@ -207,7 +211,8 @@ class PairScorer:
             "fit_pairs": len(pairs),
             "fit_images": len(pairs.images),
         }
-        self.scores_ = self._fit(pairs, **self.params_)
+        with cpu_threads(self.device_, self.threads):
+            self.scores_ = self._fit(pairs, **self.params_)
         return self
 
     def score(self) -> PairScores:
@@ -248,7 +253,10 @@ class PairScorer:
         if len(pairs) == 0:
             empty = np.zeros(0, np.float32)
             return PairScores.without_rematch(empty, empty, empty, heads=self._heads())
-        scores = self._score_pairs(pairs)
+        from cleanpairs.device import cpu_threads
+
+        with cpu_threads(self.device_, self.threads):
+            scores = self._score_pairs(pairs)
         scores.heads = self._heads()
         return scores
 

@@ -282,3 +282,21 @@ def test_ncr_scores_a_corpus_of_one_image_and_three_captions():
     pairs = PairEmbeddings(rng.normal(size=(1, 8)), rng.normal(size=(3, 8)), np.zeros(3, int), np.arange(3))
     scores = get_method("ncr")(seed=0, device="cpu", epochs=2).fit(pairs).score()
     assert np.isfinite(scores.p_clean).all() and len(scores.p_clean) == 3
+
+
+def test_fit_runs_on_the_chosen_cpu_threads_and_puts_them_back(method):
+    import torch
+
+    from cleanpairs.device import FIT_THREADS
+
+    cls = get_method(method)
+    trusted = trusted_pairs() if cls.needs_trusted else None
+    before = torch.get_num_threads()
+    for threads, expected in ((None, FIT_THREADS), (2, 2)):
+        seen: list[int] = []
+        watch = lambda *_, seen=seen: seen.append(torch.get_num_threads())  # noqa: E731
+        cls(seed=0, device="cpu", threads=threads, on_epoch=watch, **FAST.get(method, {})).fit(
+            synthetic_pairs()[0], trusted
+        )
+        assert seen and set(seen) == {expected}
+        assert torch.get_num_threads() == before
