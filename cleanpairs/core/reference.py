@@ -83,7 +83,6 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(x, dim=-1)
 
 
-@torch.inference_mode()
 def reference_statistic(
     image_head: nn.Module,
     text_head: nn.Module,
@@ -102,6 +101,29 @@ def reference_statistic(
     numpy.ndarray
         ``(n,)`` float32 in the order of ``pairs``.
     """
+    one = reference_statistics(image_head, text_head, pairs, sample, {"it": fn}, device=device, block=block)
+    return one["it"]
+
+
+@torch.inference_mode()
+def reference_statistics(
+    image_head: nn.Module,
+    text_head: nn.Module,
+    pairs: PairEmbeddings,
+    sample: NegativeSample | None,
+    fns: dict[str, StatisticFn],
+    *,
+    device: torch.device,
+    block: int = 4096,
+) -> dict[str, np.ndarray]:
+    """Several statistics of :func:`reference_statistic` from one pass over ``pairs`` (the heads'
+    embeddings and the scores against the sample are computed once for all of them).
+
+    Returns
+    -------
+    dict
+        Each name of ``fns`` -> ``(n,)`` float32 in the order of ``pairs``.
+    """
     for head in (image_head, text_head):
         head.eval()
 
@@ -117,7 +139,7 @@ def reference_statistic(
     ref_images = image_head(tensor(sample.images))
     ref_texts = text_head(tensor(sample.texts))
     raw_ref_images, raw_text_images = _unit(tensor(sample.images)), _unit(tensor(sample.text_images))
-    out = []
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in fns}
     # Images are embedded block by block with their pairs, so a shard's memory stays one block's.
     for start in range(0, len(pairs), block):
         rows = slice(start, start + block)
@@ -127,8 +149,10 @@ def reference_statistic(
         positive = (own * texts).sum(dim=1)
         image_ok = raw_own @ raw_ref_images.T < SAME_IMAGE
         text_ok = raw_own @ raw_text_images.T < SAME_IMAGE
-        out.append(fn(positive, texts @ ref_images.T, image_ok, own @ ref_texts.T, text_ok).float())
-    return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
+        to_images, to_texts = texts @ ref_images.T, own @ ref_texts.T
+        for name, fn in fns.items():
+            out[name].append(fn(positive, to_images, image_ok, to_texts, text_ok).float())
+    return {name: torch.cat(v).cpu().numpy() if v else np.zeros(0, np.float32) for name, v in out.items()}
 
 
 def _logits(scores: torch.Tensor, ok: torch.Tensor, temperature: float) -> torch.Tensor:

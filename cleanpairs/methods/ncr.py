@@ -41,6 +41,7 @@ from cleanpairs.core.reference import (
     hinge_statistic,
     info_nce_statistic,
     reference_statistic,
+    reference_statistics,
 )
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
@@ -246,17 +247,15 @@ class NCRScorer(PairScorer):
             statistic = hinge_statistic(params["margin"])
         else:
             statistic = info_nce_statistic(params["temperature"])
+        fns = {"loss": statistic, "cost": hinge_statistic(params["margin"]), "cosine": cosine_statistic}
         posteriors, predictions, similarities = [], [], []
         for k in range(2):
             heads = state.modules[f"m{k}.image"], state.modules[f"m{k}.text"]
-
-            def measure(fn: Any, heads: tuple[Any, Any] = heads) -> np.ndarray:
-                return reference_statistic(*heads, pairs, state.reference, fn, device=self.device_)
-
-            posteriors.append(state.splits[f"m{k}"].posterior(-measure(statistic), agreement))
-            cost = measure(hinge_statistic(params["margin"]))
-            predictions.append(correspondence_from_cost(cost, params["margin"], state.scalars["top"][k]))
-            similarities.append(measure(cosine_statistic))
+            measured = reference_statistics(*heads, pairs, state.reference, fns, device=self.device_)
+            posteriors.append(state.splits[f"m{k}"].posterior(-measured["loss"], agreement))
+            top = state.scalars["top"][k]
+            predictions.append(correspondence_from_cost(measured["cost"], params["margin"], top))
+            similarities.append(measured["cosine"])
         p_clean = np.mean(posteriors, axis=0).astype(np.float32)
         clean = p_clean > state.scalars["clean_threshold"]
         own, mean = (torch.from_numpy(p) for p in (predictions[0], np.mean(predictions, axis=0)))
