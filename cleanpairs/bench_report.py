@@ -78,6 +78,27 @@ def detection_table(groups: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def worst_case_table(groups: list[dict[str, Any]]) -> list[str]:
+    """AUROC of each method in every noise case, and its worst case (the lowest of them), the
+    number a user who does not know their corpus's kind of noise can count on."""
+    cases = list(dict.fromkeys(_noise(g) for g in groups))
+    methods = list(dict.fromkeys(g["method"] for g in groups if g["method"] not in REFERENCES))
+    auroc = {(g["method"], _noise(g)): g["auroc"] for g in groups}
+    best = {c: max((auroc.get((m, c), float("nan")) for m in methods), default=float("nan")) for c in cases}
+    lines = [
+        f"| method | {' | '.join(cases)} | worst case |",
+        f"| --- |{' ---: |' * len(cases)} ---: |",
+    ]
+    for method in methods:
+        values = [auroc.get((method, c), float("nan")) for c in cases]
+        measured = [v for v in values if not math.isnan(v)]
+        cells = ["–" if math.isnan(v) else (f"**{v:.4f}**" if v == best[c] else f"{v:.4f}")
+                 for v, c in zip(values, cases, strict=True)]  # fmt: skip
+        worst = f"{min(measured):.4f}" + ("" if len(measured) == len(cases) else " (of the cases run)")
+        lines.append(f"| {method} | {' | '.join(cells)} | {worst if measured else '–'} |")
+    return lines
+
+
 def retrieval_table(groups: list[dict[str, Any]]) -> list[str]:
     ceiling = {(g["kind"], g["rate"]): g["downstream_rsum"] for g in groups if g["method"] == CLEAN}
     lines = [
@@ -125,6 +146,9 @@ def render_report(
     """
     groups = aggregate(rows)
     parts = [f"## {heading}", "", description, "", "### Detection", "", *detection_table(groups)]
+    if len({_noise(g) for g in groups}) > 1:
+        parts += ["", "### Worst case over the noise cases (AUROC; the best of each case in bold)", "",
+                  *worst_case_table(groups)]  # fmt: skip
     retrieval = retrieval_table(groups)
     if len(retrieval) > 2:
         parts += ["", "### Downstream retrieval", "", *retrieval]

@@ -89,6 +89,22 @@ def test_report_averages_seeds_and_shows_the_spread():
     assert "### Rematching" not in text
 
 
+def test_report_shows_each_methods_worst_case_over_the_noise_cases():
+    rows = [
+        {"method": m, "kind": k, "rate": r, "seed": 0, "auroc": a, "true_noise_rate": r}
+        for m, k, r, a in (
+            ("ncr", "shuffle", 0.4, 0.99), ("ncr", "complete", 0.4, 0.90),
+            ("crcl", "shuffle", 0.4, 0.98), ("crcl", "complete", 0.4, 0.96),
+            ("l2rm", "shuffle", 0.4, 0.97),
+        )
+    ]  # fmt: skip
+    text = render_report(rows, heading="H", description="D", export_thresh=0.15)
+    assert "| method | shuffle 40% | complete 40% | worst case |" in text
+    assert "| ncr | **0.9900** | 0.9000 | 0.9000 |" in text
+    assert "| crcl | 0.9800 | **0.9600** | 0.9600 |" in text
+    assert "| l2rm | 0.9700 | – | 0.9700 (of the cases run) |" in text
+
+
 def test_bad_benchmark_settings_say_what_is_allowed():
     with pytest.raises(ParameterError, match="KIND:RATE"):
         noise_cases(["0.2"], [0])
