@@ -10,9 +10,12 @@ import torch
 from cleanpairs.errors import EncoderError
 
 FIT_THREADS = 1
-"""torch's CPU threads while a method fits or scores (docs/benchmarks.md, "CPU threads"): its heads
-are small, so a second thread saves less than it costs to synchronise, and a thread that waits
-for a shared core stalls every step of the other."""
+"""torch's CPU threads while a method fits (docs/benchmarks.md, "CPU threads"): its heads are
+small, so a second thread saves less than it costs to synchronise, and a thread that waits for a
+shared core stalls every step of the other."""
+
+SCORE_THREADS = 1
+"""torch's CPU threads while a fitted method scores pairs (``score_pairs``: large blocks)."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -35,14 +38,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 @contextmanager
-def cpu_threads(device: torch.device, threads: int | None = None) -> Iterator[None]:
-    """Run the block with ``threads`` torch CPU threads (default :data:`FIT_THREADS`), then put
-    back the number there was; on a GPU the block runs as it is."""
+def cpu_threads(device: torch.device, threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads, then put back the number there was; on a
+    GPU the block runs as it is."""
     if device.type != "cpu":
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(threads or FIT_THREADS)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:

@@ -134,7 +134,7 @@ class PairScorer:
     and implement ``_fit``, calling :meth:`epoch_done` after each training epoch. ``__init__``
     only stores keyword-only hyperparameters (and an optional ``on_epoch`` observer, and
     ``threads``: torch's CPU threads while fitting and scoring, by default
-    :data:`cleanpairs.device.FIT_THREADS`); ``fit``
+    :data:`cleanpairs.device.FIT_THREADS` and :data:`~cleanpairs.device.SCORE_THREADS`); ``fit``
     checks them, learns, and returns self; ``score`` returns the per-pair arrays in input order.
     """
 
@@ -200,7 +200,7 @@ class PairScorer:
                 "pass one with --meta trusted.parquet, or --meta-keys keys.txt for rows of the corpus itself"
             )
         self.trusted = trusted
-        from cleanpairs.device import cpu_threads, resolve_device
+        from cleanpairs.device import FIT_THREADS, cpu_threads, resolve_device
 
         self.params_ = self.get_params()
         self.device_ = resolve_device(self.device)
@@ -211,7 +211,7 @@ class PairScorer:
             "fit_pairs": len(pairs),
             "fit_images": len(pairs.images),
         }
-        with cpu_threads(self.device_, self.threads):
+        with cpu_threads(self.device_, self.threads or FIT_THREADS):
             self.scores_ = self._fit(pairs, **self.params_)
         return self
 
@@ -253,9 +253,9 @@ class PairScorer:
         if len(pairs) == 0:
             empty = np.zeros(0, np.float32)
             return PairScores.without_rematch(empty, empty, empty, heads=self._heads())
-        from cleanpairs.device import cpu_threads
+        from cleanpairs.device import SCORE_THREADS, cpu_threads
 
-        with cpu_threads(self.device_, self.threads):
+        with cpu_threads(self.device_, self.threads or SCORE_THREADS):
             scores = self._score_pairs(pairs)
         scores.heads = self._heads()
         return scores
