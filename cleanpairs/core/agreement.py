@@ -17,7 +17,7 @@ corpus) the confidence is zero and the split statistic is left as it was.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -192,15 +192,43 @@ class AgreementSplit:
     second: PosteriorMap | None
     combination: Combination | None
     weight: float
+    carry: np.ndarray | None = None
+    """Knots of :func:`~cleanpairs.core.mixture.quantile_knots` that carry the statistic of pairs
+    the fit did not train on onto the fit statistic's scale before the split (:meth:`carried`),
+    or ``None``: the statistic is taken as it comes."""
 
     @classmethod
     def plain(cls, mapping: PosteriorMap) -> AgreementSplit:
         """A method's split without agreement: ``mapping`` alone."""
         return cls(mapping, None, None, 0.0)
 
+    def carried(self, unseen: np.ndarray) -> AgreementSplit:
+        """This split for pairs scored like ``unseen``: the statistic of pairs the fit did not
+        train on (held out from it), carried quantile by quantile onto the distribution the
+        split was fitted on.
+
+        Networks score the pairs they trained on as cleaner than pairs they never saw, so the
+        fit's mixture, fitted on the former, would call too many unseen pairs noisy. A held-out
+        sample of the same corpus has the same share of noise, so its ``q``-quantile is taken to
+        mean what the fit's ``q``-quantile meant. The map is monotone: it changes no ranking
+        among unseen pairs, only where they fall on the fit's posterior.
+        """
+        from cleanpairs.core.mixture import MAX_KNOTS
+
+        unseen = np.asarray(unseen, dtype=np.float64).ravel()
+        unseen = unseen[np.isfinite(unseen)]
+        if self.first.mixture == "none" or len(unseen) < 2:
+            return replace(self, carry=None)
+        q = np.linspace(0.0, 1.0, min(MAX_KNOTS, len(unseen)))
+        source, where = np.unique(np.quantile(unseen, q), return_inverse=True)
+        target = np.bincount(where, weights=self.first.fit_quantiles(q)) / np.bincount(where)
+        return replace(self, carry=np.stack([source, target]))
+
     def posterior(self, cleanness: np.ndarray, agreement: CaptionAgreement | None = None) -> np.ndarray:
         """The clean posterior of pairs with statistic ``cleanness`` whose captions ``agreement``
         holds (needed only where the split uses agreement)."""
+        if self.carry is not None:
+            cleanness = np.interp(np.asarray(cleanness, dtype=np.float64), self.carry[0], self.carry[1])
         posterior = self.first.posterior(cleanness)
         if self.second is None:
             return posterior
@@ -216,6 +244,9 @@ class AgreementSplit:
         """The split as plain data: JSON-able settings and named arrays."""
         settings: dict[str, Any] = {"weight": self.weight, "combination": self.combination}
         arrays: dict[str, np.ndarray] = {}
+        if self.carry is not None:
+            settings["carried"] = True
+            arrays["carry"] = self.carry
         for name, mapping in (("first", self.first), ("second", self.second)):
             if mapping is None:
                 settings[name] = None
@@ -247,7 +278,12 @@ class AgreementSplit:
             first = maps["first"]
             if first is None:
                 raise ParameterError("a fitted split lacks its first map")
-            return cls(first, maps["second"], combination, float(settings["weight"]))
+            carry = None
+            if settings.get("carried", False):
+                carry = np.asarray(arrays["carry"], dtype=np.float64)
+                if carry.ndim != 2 or carry.shape[0] != 2 or not np.isfinite(carry).all():
+                    raise ParameterError(f"a fitted split's carry has shape {carry.shape}; expected (2, k)")
+            return cls(first, maps["second"], combination, float(settings["weight"]), carry)
         except KeyError as err:
             raise ParameterError(f"a fitted split lacks {err.args[0]!r}") from None
 

@@ -213,6 +213,19 @@ class PosteriorMap:
         held = np.clip(self.raw_posterior(x), low, high)
         return _blend(held, np.interp(x, self.knots, self.ranks), self.share)
 
+    def fit_quantiles(self, q: np.ndarray) -> np.ndarray:
+        """The ``q``-quantiles of the statistic the map was fitted on, on the statistic's own axis
+        (from the kept knots and their rank shares; a beta mixture's clip holds the far tails at
+        the clip). Empty for a map fitted on values without spread."""
+        if self.mixture == "none":
+            return np.zeros(0)
+        values = self.sign * (self.knots * self.span + self.low)
+        # Ranks count in cleanness; the statistic's order is the scaled axis's, flipped by sign.
+        rank = self.ranks if self.higher_is_clean else 1.0 - self.ranks
+        rank = rank if self.sign > 0 else 1.0 - rank
+        order = np.argsort(values, kind="stable")
+        return np.interp(np.asarray(q, np.float64), rank[order], values[order])
+
     def to_params(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The map as plain data: JSON-able settings (the mixture's parameters among them) and the
         knots as named float64 arrays."""

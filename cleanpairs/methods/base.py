@@ -260,6 +260,38 @@ class PairScorer:
         scores.heads = self._heads()
         return scores
 
+    def calibrate(self, held_out: PairEmbeddings) -> PairScorer:
+        """Carry the scorer's splits onto pairs it was not fit on; return self.
+
+        ``held_out`` is a sample of the corpus the fit sample was drawn from, none of them fit
+        on. Each split's statistic is measured on them exactly as :meth:`score_pairs` measures
+        it, and the split is :meth:`~cleanpairs.core.agreement.AgreementSplit.carried` onto
+        it: afterwards :meth:`score_pairs` places an unseen pair where a fit pair of the same
+        quantile sat, instead of reading the mixture of trained-on statistics (on which the
+        networks score their own pairs cleaner) as if it held for every pair. :meth:`score`
+        is unchanged. A scorer fit on the whole corpus has nothing to calibrate on and is left
+        as it is (``docs/methods.md``, "Fit on a sample, score the corpus").
+
+        Raises
+        ------
+        NotFittedError
+            The scorer was neither fitted nor rebuilt from a fitted state.
+        """
+        if not hasattr(self, "state_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
+        state: FittedState = self.state_
+        splits = {name: split.carried(np.zeros(0)) for name, split in state.splits.items()}
+        taps = {name: _StatisticTap(split) for name, split in splits.items()}
+        # Each method hands its splits the statistic as it measures it for unseen pairs; taking
+        # it there measures it the same way for every method, without a second copy of that code.
+        state.splits = taps  # type: ignore[assignment]
+        try:
+            self.score_pairs(held_out)
+        finally:
+            state.splits = splits
+        state.splits = {name: tap.carried() for name, tap in taps.items()}
+        return self
+
     def fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """The fitted scorer as plain data: a JSON-able manifest and named CPU tensors.
 
@@ -387,6 +419,25 @@ class PairScorer:
         from cleanpairs.core.heads import build_head
 
         return build_head(spec)
+
+
+class _StatisticTap:
+    """Stands in for a fitted split during :meth:`PairScorer.calibrate`: splits as the split does,
+    and keeps the statistic it was given."""
+
+    def __init__(self, split: AgreementSplit) -> None:
+        self.split = split
+        self.seen: list[np.ndarray] = []
+
+    def posterior(self, cleanness: np.ndarray, agreement: Any = None) -> np.ndarray:
+        self.seen.append(np.asarray(cleanness, dtype=np.float64).ravel())
+        return self.split.posterior(cleanness, agreement)
+
+    def carried(self) -> AgreementSplit:
+        """The split carried onto what it was given (unchanged where it was not used)."""
+        if not self.seen:
+            return self.split
+        return self.split.carried(np.concatenate(self.seen))
 
 
 def _reason(err: Exception) -> str:
