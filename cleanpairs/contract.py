@@ -56,6 +56,12 @@ class PairEmbeddings:
         """The image embedding of every pair, ``(n_pairs, d_image)``."""
         return self.images[self.image_index]
 
+    def take(self, pairs: np.ndarray) -> PairEmbeddings:
+        """The pairs at positions ``pairs`` (in that order), with only their images."""
+        pairs = np.asarray(pairs, dtype=np.int64)
+        used, owners = np.unique(self.image_index[pairs], return_inverse=True)
+        return PairEmbeddings(self.images[used], self.texts[pairs], owners, self.keys[pairs], self.aligned)
+
 
 class Heads:
     """Trained projections that map frozen image and text embeddings into a shared space."""

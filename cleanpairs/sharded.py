@@ -7,9 +7,12 @@ The output folder holds, beside the scores shards:
   method, scorer or input is refused instead of mixed; the same command again resumes.
 - ``_scorer/``: the fitted scorer (``cleanpairs.io.scorers``), saved before any shard is scored,
   so a resumed run does not fit again.
-- ``_fit_scores.parquet``: where the fit sample is the whole corpus (a corpus that fits in
-  memory), the fit's own scores of every pair, so that the shards hold exactly what a one-file
-  ``score`` writes; larger corpora are scored with :meth:`PairScorer.score_pairs` throughout.
+- ``_fit_scores.parquet``: the fit's own scores of the pairs it was fit on (``row``: their
+  global row), which their scores shards take. Where the fit sample is the whole corpus (a
+  corpus that fits in memory) that is every pair, so that the shards hold exactly what a
+  one-file ``score`` writes. Otherwise the other pairs are scored with
+  :meth:`PairScorer.score_pairs` by a scorer calibrated on a held-out sample of the corpus
+  (:meth:`PairScorer.calibrate`), so that both groups sit on one scale.
 - ``NAME.parquet`` + ``NAME.stats.json`` per input shard: the scores shard (every input row, the
   ``cp_*`` columns, run metadata) written atomically, then its completion marker
   (img2dataset's and datatrove's way): a shard with its marker is done and is skipped.
@@ -48,6 +51,11 @@ FIT_SCORES = "_fit_scores.parquet"
 MARKER_SUFFIX = ".stats.json"
 DEFAULT_FIT_PAIRS = 200_000
 SAMPLE_STREAM = 0x5EED_F17
+CALIBRATION_PAIRS = 10_000
+"""Most pairs held out of the fit to calibrate the scorer on (half the fit sample where fewer)."""
+FIT_SCHEME = "own scores for the fit sample, the rest calibrated on held-out pairs"
+"""How a run combines the fit's own scores with ``score_pairs``; a folder of another scheme is
+refused instead of mixed."""
 FORMAT = "cleanpairs-sharded-scores"
 
 
@@ -63,8 +71,9 @@ class ShardTask:
     scorer_folder: str
     settings: dict[str, Any]
     fit_rows: tuple[int, int] | None
-    """The global rows ``[start, end)`` of this shard within the fit corpus, where the fit sample
-    is the whole corpus (its scores are the fit's own), else ``None`` (scored by ``score_pairs``)."""
+    """The global rows ``[start, end)`` of this shard, where the method was fit in this run: its
+    rows in the fit sample take the fit's own scores. ``None`` with a scorer given (every pair
+    scored by ``score_pairs``)."""
 
 
 @dataclass
@@ -174,6 +183,20 @@ def fit_sample_rows(counts: list[int], fit_pairs: int, seed: int) -> np.ndarray 
     return np.sort(rng.choice(total, size=fit_pairs, replace=False))
 
 
+def calibration_rows(counts: list[int], sample: np.ndarray | None, seed: int) -> np.ndarray | None:
+    """The global rows (sorted) held out of the fit to calibrate the scorer on: up to
+    :data:`CALIBRATION_PAIRS` (and half the sample) of the rows the sample left out, or ``None``
+    where the sample is the whole corpus."""
+    if sample is None:
+        return None
+    rest = np.setdiff1d(np.arange(int(sum(counts)), dtype=np.int64), sample, assume_unique=True)
+    size = min(len(rest), len(sample) // 2, CALIBRATION_PAIRS)
+    if size < 2:
+        return None
+    rng = np.random.default_rng([seed, SAMPLE_STREAM, 1])
+    return np.sort(rng.choice(rest, size=size, replace=False))
+
+
 def read_sample(
     shards: list[Path], counts: list[int], rows: np.ndarray | None, roles_options: dict[str, str | None]
 ) -> Corpus:
@@ -237,7 +260,8 @@ def check_run_folder(folder: Path, run: dict[str, Any], *, sources: list[Path]) 
                 "choose an empty or new folder"
             )
         return False
-    for key in ("method", "params", "encoder", "seed", "inputs", "fit_pairs", "scorer", "roles_options"):
+    keys = ("method", "params", "encoder", "seed", "inputs", "fit_pairs", "scorer", "roles_options")
+    for key in (*keys, "fit_scheme"):
         if earlier.get(key) != run.get(key):
             raise InputError(
                 f"{folder} holds shards of another run ({key} differs: {earlier.get(key)!r} there, "
@@ -258,6 +282,8 @@ def fit_and_save(
     corpus: Corpus,
     folder: Path,
     *,
+    rows: np.ndarray,
+    calibration: Corpus | None,
     method: str,
     params: dict[str, Any],
     encoder: str,
@@ -266,10 +292,10 @@ def fit_and_save(
     cache_dir: str | os.PathLike | None,
     progress: bool,
     max_image_pixels: int | None,
-    keep_fit_scores: bool,
 ) -> dict[str, Any]:
-    """Embed the fit corpus, fit the method, save the scorer (and, with ``keep_fit_scores``, the
-    fit's own scores of every pair) into ``folder``. Returns what the run file records."""
+    """Embed the fit corpus, fit the method, calibrate it on the held-out ``calibration`` pairs
+    (if any), save the scorer and the fit's own scores of every pair (``rows``: their global
+    rows) into ``folder``. Returns what the run file records."""
     from cleanpairs.encoders import embed_corpus
     from cleanpairs.io.scorers import save_scorer
     from cleanpairs.methods import get_method
@@ -284,21 +310,33 @@ def fit_and_save(
     )
     scorer = get_method(method)(seed=seed, device=device, **params)
     scorer.fit(embedded.pairs)
+    record: dict[str, Any] = {"fit_pairs_used": len(embedded.rows), "calibration_pairs": 0}
+    if calibration is not None:
+        held_out = embed_corpus(
+            calibration,
+            encoder,
+            cache_dir=cache_dir,
+            device=device,
+            progress=progress,
+            max_image_pixels=max_image_pixels,
+        )
+        if len(held_out.rows) >= 2:
+            scorer.calibrate(held_out.pairs)
+            record["calibration_pairs"] = len(held_out.rows)
     manifest, tensors = scorer.fitted_state()
     save_scorer(folder / SCORER_FOLDER, {**manifest, "encoder": encoder}, tensors)
-    if keep_fit_scores:
-        scores = scorer.score()
-        n = len(corpus)
-        full = {
-            name: np.full(n, np.nan, dtype=np.float32) for name in ("p_clean", "soft_label", "similarity")
-        }
-        full["p_clean"][embedded.rows] = scores.p_clean
-        full["soft_label"][embedded.rows] = scores.soft_label
-        full["similarity"][embedded.rows] = scores.similarity
-        table = pa.table({name: pa.array(values, from_pandas=True) for name, values in full.items()})
-        with atomic_output(folder / FIT_SCORES) as tmp:
-            pq.write_table(table, tmp)
-    return {"fit_pairs_used": len(embedded.rows), "fit_info": _jsonable(scorer.score().info)}
+    scores = scorer.score()
+    names = ("p_clean", "soft_label", "similarity")
+    own = {name: np.full(len(corpus), np.nan, dtype=np.float32) for name in names}
+    for name, values in own.items():
+        values[embedded.rows] = getattr(scores, name)
+    table = pa.table(
+        {"row": pa.array(np.asarray(rows, dtype=np.int64))}
+        | {name: pa.array(values, from_pandas=True) for name, values in own.items()}
+    )
+    with atomic_output(folder / FIT_SCORES) as tmp:
+        pq.write_table(table, tmp)
+    return {**record, "fit_info": _jsonable(scores.info)}
 
 
 def _jsonable(value: Any) -> Any:
@@ -318,7 +356,6 @@ def score_shard(task: ShardTask) -> dict[str, Any]:
 
     A top-level function of plain data in and out, so any executor can run it.
     """
-    from cleanpairs.contract import PairScores
     from cleanpairs.encoders import embed_corpus
     from cleanpairs.io.scores import write_scores
     from cleanpairs.pipeline import score_columns
@@ -334,17 +371,7 @@ def score_shard(task: ShardTask) -> dict[str, Any]:
         progress=False,
         max_image_pixels=s["max_image_pixels"],
     )
-    if task.fit_rows is not None:
-        lo, hi = task.fit_rows
-        fit = pq.read_table(Path(task.run_folder) / FIT_SCORES).slice(lo, hi - lo)
-        kept = [fit.column(name).to_numpy(zero_copy_only=False)[embedded.rows]
-                for name in ("p_clean", "soft_label", "similarity")]  # fmt: skip
-        scores = PairScores.without_rematch(*kept)
-    elif len(embedded.rows):
-        scores = _scorer_for(task.scorer_folder, s["device"]).score_pairs(embedded.pairs)
-    else:
-        empty = np.zeros(0, dtype=np.float32)
-        scores = PairScores.without_rematch(empty, empty, empty)
+    scores = _scores(task, embedded.rows, embedded.pairs, len(corpus))
     columns = score_columns(scores, embedded.rows, embedded.status, corpus.keys())
     meta = RunMetadata(
         version=cleanpairs.__version__,
@@ -375,6 +402,41 @@ def score_shard(task: ShardTask) -> dict[str, Any]:
     }
     _write_json(Path(task.marker), stats)
     return stats
+
+
+def _own_scores(run_folder: str, fit_rows: tuple[int, int], rows: int) -> dict[str, np.ndarray]:
+    """The fit's own scores of a shard's rows (NaN for rows not fit on), from ``FIT_SCORES``."""
+    lo, hi = fit_rows
+    fit = pq.read_table(Path(run_folder) / FIT_SCORES)
+    where = fit.column("row").to_numpy()
+    inside = (where >= lo) & (where < hi)
+    own = {}
+    for name in ("p_clean", "soft_label", "similarity"):
+        values = np.full(rows, np.nan, dtype=np.float32)
+        values[where[inside] - lo] = fit.column(name).to_numpy(zero_copy_only=False)[inside]
+        own[name] = values
+    return own
+
+
+def _scores(task: ShardTask, rows: np.ndarray, pairs: Any, n_rows: int) -> Any:
+    """A shard's scores of its scorable ``rows``: the fit's own for the pairs fit on, the fitted
+    scorer's :meth:`score_pairs` (one call, so captions of an image meet) for the others."""
+    from cleanpairs.contract import PairScores
+
+    names = ("p_clean", "soft_label", "similarity")
+    kept = {name: np.full(len(rows), np.nan, dtype=np.float32) for name in names}
+    unseen = np.arange(len(rows))
+    if task.fit_rows is not None:
+        own = _own_scores(task.run_folder, task.fit_rows, n_rows)
+        for name in names:
+            kept[name] = own[name][rows]
+        unseen = np.flatnonzero(np.isnan(kept["p_clean"]))
+    if len(unseen):
+        scorer = _scorer_for(task.scorer_folder, task.settings["device"])
+        scored = scorer.score_pairs(pairs if len(unseen) == len(rows) else pairs.take(unseen))
+        for name in names:
+            kept[name][unseen] = getattr(scored, name)
+    return PairScores.without_rematch(*(kept[name] for name in names))
 
 
 def score_shards(
@@ -464,6 +526,7 @@ def score_shards(
         "encoder": encoder,
         "seed": seed,
         "fit_pairs": fit_pairs if scorer is None else None,
+        "fit_scheme": FIT_SCHEME if scorer is None else None,
         "scorer": scorer_id,
         "roles_options": roles_options,
         "inputs": _inputs_record(shards),
@@ -488,20 +551,20 @@ def score_shards(
     timings: dict[str, float] = {}
 
     sample = fit_sample_rows(counts, fit_pairs, seed) if scorer is None else np.zeros(0, dtype=np.int64)
-    whole_corpus_fit = scorer is None and sample is None
     fitted = False
     fit_record: dict[str, Any] = {}
     scorer_folder = out / SCORER_FOLDER
     if scorer is not None:
         scorer_folder = Path(scorer).resolve()
-    elif not (scorer_folder / "scorer.json").exists() or (
-        whole_corpus_fit and not (out / FIT_SCORES).exists()
-    ):
+    elif not (scorer_folder / "scorer.json").exists() or not (out / FIT_SCORES).exists():
         tick = time.perf_counter()
         corpus = read_sample(shards, counts, sample, roles_options)
+        held_out = calibration_rows(counts, sample, seed)
         fit_record = fit_and_save(
             corpus,
             out,
+            rows=np.arange(int(sum(counts))) if sample is None else sample,
+            calibration=None if held_out is None else read_sample(shards, counts, held_out, roles_options),
             method=method,
             params=params_used,
             encoder=encoder,
@@ -510,7 +573,6 @@ def score_shards(
             cache_dir=cache_dir,
             progress=progress,
             max_image_pixels=max_image_pixels,
-            keep_fit_scores=whole_corpus_fit,
         )
         fitted = True
         timings["fit_s"] = time.perf_counter() - tick
@@ -539,7 +601,7 @@ def score_shards(
         if marker.exists() and target.exists():
             skipped += 1
             continue
-        fit_rows = (int(starts[i]), int(starts[i + 1])) if whole_corpus_fit else None
+        fit_rows = (int(starts[i]), int(starts[i + 1])) if scorer is None else None
         tasks.append(
             ShardTask(
                 i,
@@ -648,6 +710,7 @@ __all__ = [
     "DEFAULT_FIT_PAIRS",
     "ShardTask",
     "ShardedRun",
+    "calibration_rows",
     "fit_sample_rows",
     "output_names",
     "score_shard",
