@@ -300,3 +300,25 @@ def test_fit_runs_on_the_chosen_cpu_threads_and_puts_them_back(method):
         )
         assert seen and set(seen) == {expected}
         assert torch.get_num_threads() == before
+
+
+def test_calibrating_on_held_out_pairs_carries_the_splits_and_is_saved(method, fitted_scorer, tmp_path):
+    _, (held_out, clean), _ = halves()
+    first = held_out.image_index < 30
+    calibration, unseen = held_out.take(np.flatnonzero(first)), held_out.take(np.flatnonzero(~first))
+    manifest, tensors = fitted_scorer.fitted_state()
+
+    def calibrated():
+        return get_method(method).from_fitted_state(manifest, tensors, device="cpu").calibrate(calibration)
+
+    scorer = calibrated()
+    before, after = fitted_scorer.score_pairs(unseen), scorer.score_pairs(unseen)
+    saved, arrays = scorer.fitted_state()
+    assert any(split.get("carried") for split in saved["splits"].values())
+    loaded = load_scorer(save_scorer(tmp_path / "scorer", saved, arrays), device="cpu")
+    assert_identical(loaded.score_pairs(unseen), after)
+    assert_identical(calibrated().score_pairs(unseen), after)
+    # The carry is monotone: it moves where unseen pairs fall on the fit's posterior, and keeps
+    # their ranking up to the agreement that the moved posteriors weigh.
+    auroc = roc_auc_score(clean[~first], before.p_clean)
+    assert roc_auc_score(clean[~first], after.p_clean) == pytest.approx(auroc, abs=0.03)
