@@ -81,7 +81,8 @@ def test_a_small_corpus_gives_the_one_file_scores_split_by_shard(tmp_path):
 
 
 def _column(folder: Path, name: str) -> pa.Array:
-    return pa.concat_arrays([pq.read_table(p).column(name).combine_chunks() for p in sorted(folder.glob("0*.parquet"))])
+    parts = sorted(folder.glob("0*.parquet"))
+    return pa.concat_arrays([pq.read_table(p).column(name).combine_chunks() for p in parts])
 
 
 def _auroc(folder: Path) -> float:

@@ -24,8 +24,11 @@ from cleanpairs.errors import InputError, first_line
 from cleanpairs.io.atomic import atomic_output
 
 SCORER_FORMAT = "cleanpairs-scorer"
-SCORER_FORMAT_VERSION = 1
-"""The folder layout's version; a reader refuses any other."""
+SCORER_FORMAT_VERSION = 2
+"""The folder layout's version. Version 2 added splits carried onto held-out pairs (a split's
+``carried`` setting and ``carry`` array), which a version-1 reader would silently ignore."""
+READABLE_VERSIONS = (1, 2)
+"""The versions this reader reads (a version-1 scorer has no carried split); it refuses others."""
 
 MANIFEST_FILE = "scorer.json"
 TENSORS_FILE = "tensors.pt"
@@ -94,10 +97,10 @@ def load_scorer_files(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[s
     if not isinstance(manifest, dict) or manifest.get("format") != SCORER_FORMAT:
         raise InputError(f"{manifest_path} is not a cleanpairs scorer manifest (no format {SCORER_FORMAT!r})")
     version = manifest.get("format_version")
-    if version != SCORER_FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise InputError(
             f"{folder} holds a scorer of format version {version!r}; this cleanpairs "
-            f"({cleanpairs.__version__}) reads version {SCORER_FORMAT_VERSION}"
+            f"({cleanpairs.__version__}) reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     missing = [name for name in REQUIRED_FIELDS if name not in manifest]
     if missing:

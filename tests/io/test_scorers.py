@@ -57,6 +57,12 @@ def test_saving_again_replaces_the_scorer_and_never_a_foreign_folder(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_version_1_scorer_still_reads(tmp_path):
+    folder = saved(tmp_path)
+    rewrite_manifest(lambda m: m.update(format_version=1))(folder)
+    assert load_scorer_files(folder)[0]["format_version"] == 1
+
+
 def rewrite_manifest(change):
     def spoil(folder):
         manifest = json.loads((folder / MANIFEST_FILE).read_text())
