@@ -189,12 +189,16 @@ def calibration_rows(counts: list[int], sample: np.ndarray | None, seed: int) ->
     where the sample is the whole corpus."""
     if sample is None:
         return None
-    rest = np.setdiff1d(np.arange(int(sum(counts)), dtype=np.int64), sample, assume_unique=True)
-    size = min(len(rest), len(sample) // 2, CALIBRATION_PAIRS)
+    rest = int(sum(counts)) - len(sample)
+    size = min(rest, len(sample) // 2, CALIBRATION_PAIRS)
     if size < 2:
         return None
     rng = np.random.default_rng([seed, SAMPLE_STREAM, 1])
-    return np.sort(rng.choice(rest, size=size, replace=False))
+    # The p-th row outside the (sorted) sample is p plus the sample rows at or before it, found
+    # without listing the rest of a corpus of any size.
+    positions = rng.choice(rest, size=size, replace=False)
+    before = sample - np.arange(len(sample))
+    return np.sort(positions + np.searchsorted(before, positions, side="right"))
 
 
 def read_sample(

@@ -19,7 +19,14 @@ import pytest
 
 from cleanpairs.errors import InputError, ParameterError
 from cleanpairs.pipeline import score_corpus
-from cleanpairs.sharded import MARKER_SUFFIX, RUN_FILE, fit_sample_rows, output_names, score_shards
+from cleanpairs.sharded import (
+    MARKER_SUFFIX,
+    RUN_FILE,
+    calibration_rows,
+    fit_sample_rows,
+    output_names,
+    score_shards,
+)
 
 CLEANPAIRS = Path(sys.executable).parent / "cleanpairs"
 CP = ["cp_p_clean", "cp_soft_label", "cp_similarity", "cp_status"]
@@ -111,6 +118,17 @@ def test_the_fit_sample_is_uniform_and_fixed_by_the_seed():
     assert len(rows) == 80 and len(set(rows.tolist())) == 80 and rows.max() < 400
     assert np.array_equal(rows, fit_sample_rows([100, 50, 250], 80, seed=3))
     assert fit_sample_rows([10, 10], 80, seed=0) is None
+
+
+def test_the_calibration_pairs_are_outside_the_fit_sample_and_fixed_by_the_seed():
+    sample = fit_sample_rows([100, 50, 250], 80, seed=3)
+    held_out = calibration_rows([100, 50, 250], sample, seed=3)
+    assert len(held_out) == 40 and len(set(held_out.tolist())) == 40 and held_out.max() < 400
+    assert not np.isin(held_out, sample).any()
+    assert np.array_equal(held_out, calibration_rows([100, 50, 250], sample, seed=3))
+    every = calibration_rows([30], fit_sample_rows([30], 20, seed=0), seed=0)
+    assert np.array_equal(every, np.setdiff1d(np.arange(30), fit_sample_rows([30], 20, seed=0)))
+    assert calibration_rows([10, 10], None, seed=0) is None
 
 
 def test_shards_of_one_name_in_two_folders_get_names_of_their_own(tmp_path):
