@@ -61,3 +61,21 @@ def test_it_finds_shuffled_captions_better_than_the_similarity(noisy_slice, trus
     again = _fit(pairs, trusted)
     for name in ("p_clean", "soft_label", "similarity"):
         assert np.array_equal(getattr(again, name), getattr(scores, name)), name
+
+
+@pytest.fixture(scope="module")
+def high_noise_slice(tmp_path_factory, cache_dir):
+    table = with_shuffled_captions(flickr_slice(150, offset=300), 0.6, seed=1)
+    embedded = _embed(table, tmp_path_factory.mktemp("mscn-high") / "pairs.parquet", cache_dir)
+    return embedded.pairs, np.asarray(table.column("is_clean").to_pylist())[embedded.rows]
+
+
+def test_at_high_noise_it_keeps_a_corpus_and_estimates_the_noise(high_noise_slice, trusted):
+    """At 60% shuffled captions the split keeps the clean pairs, not (nearly) none of them: the
+    mixture's estimated noise stays near the truth."""
+    pairs, clean = high_noise_slice
+    scores = _fit(pairs, trusted)
+    metrics = detection_metrics(scores.p_clean, clean)
+    kept = int((scores.p_clean >= 0.5).sum())
+    assert kept >= 0.5 * clean.sum(), (kept, int(clean.sum()))
+    assert abs(metrics["estimated_noise_rate"] - metrics["true_noise_rate"]) < 0.1, metrics
