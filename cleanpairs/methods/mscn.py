@@ -18,8 +18,9 @@ learns with.
   (Gaussians on their logits; the paper's betas on the scores degenerate where the scores pile
   up near 0 and 1), whose components start from fits to the meta data's positives and
   negatives, gives each pair a clean posterior; the main model trains on the pairs taken as
-  clean. Before every purification the meta-net takes ``meta_warmup_steps`` direct steps on
-  the meta data, so that it is calibrated to the heads as they are then.
+  clean. Before the first purification the meta-net takes ``meta_warmup_steps`` direct steps
+  on the meta data, before each later one its readout alone does (:meth:`MSCNScorer._recalibrate`),
+  so that it is calibrated to the heads as they are then.
 
 A warm-up on all pairs comes first; the meta-net learns the meta data directly alongside it.
 
