@@ -534,6 +534,17 @@ def beta_split(
     return _ranked_split(posterior, x, "beta", components, clean, higher_is_clean, **scale)
 
 
+def gaussian_split(
+    components: dict[str, np.ndarray], clean: int, x: np.ndarray, posterior: np.ndarray, higher_is_clean: bool
+) -> tuple[np.ndarray, PosteriorMap]:
+    """The ranked clean posterior of values ``x`` under a Gaussian mixture fitted on them as they
+    are (no scaling), and its map.
+
+    ``components`` holds the mixture's ``means``, ``variances`` and ``weights``; ``posterior`` is
+    its raw clean posterior of ``x`` (MSCN fits its own, started from its meta data)."""
+    return _ranked_split(posterior, x, "gaussian", components, clean, higher_is_clean, low=0.0, span=1.0)
+
+
 def quantile_knots(source: np.ndarray, target: np.ndarray, size: int = MAX_KNOTS) -> np.ndarray:
     """Knots of the monotone map that carries the distribution of ``source`` onto that of ``target``.
 

@@ -14,15 +14,17 @@ learns with.
   meta-net is then updated by its binary loss on a meta batch evaluated *through* that virtual
   step, so it learns labels whose effect on the main model makes the meta data come out
   right. The main model then takes its real step with the updated meta-net's labels.
-- Purification (:func:`purify`): a two-component beta mixture over the corpus's corrected
-  scores, whose components start from beta fits to the meta data's positives and negatives,
-  gives each pair a clean posterior; the main model trains on the pairs taken as clean.
+- Purification (:func:`purify`): a two-component mixture over the corpus's corrected scores
+  (Gaussians on their logits; the paper's betas on the scores degenerate where the scores pile
+  up near 0 and 1), whose components start from fits to the meta data's positives and
+  negatives, gives each pair a clean posterior; the main model trains on the pairs taken as
+  clean. Before the first purification the meta-net takes ``meta_warmup_steps`` direct steps
+  on the meta data, before each later one its readout alone does (:meth:`MSCNScorer._recalibrate`),
+  so that it is calibrated to the heads as they are then.
 
-A warm-up on all pairs comes first; the meta-net learns the meta data directly alongside it
-and for ``meta_warmup_steps`` more steps once it ends, so that the first purification already
-has a calibrated meta-net.
+A warm-up on all pairs comes first; the meta-net learns the meta data directly alongside it.
 
-``cp_p_clean`` is the beta mixture's clean posterior after the last epoch, ``cp_soft_label``
+``cp_p_clean`` is the mixture's clean posterior after the last epoch, ``cp_soft_label``
 the meta-net's corrected correspondence, ``cp_similarity`` the heads' cosine. A pair the method
 was not fit on gets the final meta-net's corrected score, through the last purification's mixture.
 """
@@ -43,7 +45,7 @@ from cleanpairs.contract import Heads
 from cleanpairs.core.agreement import AgreementSplit
 from cleanpairs.core.heads import TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
-from cleanpairs.core.mixture import BetaMixture, PosteriorMap, beta_split, clean_subset
+from cleanpairs.core.mixture import PosteriorMap, clean_subset, gaussian_split
 from cleanpairs.core.reference import cosine_statistic, reference_statistic
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
@@ -53,7 +55,10 @@ from cleanpairs.methods.base import FittedState, PairEmbeddings, PairScorer, Pai
 from cleanpairs.methods.registry import register
 
 SCORE_EPS = 1e-3
-"""Corrected scores are clipped to ``[eps, 1 - eps]`` before the beta mixture (as official)."""
+"""Corrected scores are clipped to ``[eps, 1 - eps]`` before the mixture (as official)."""
+
+VARIANCE_FLOOR = 1e-4
+"""Smallest variance of a mixture component, on the logit axis (a component of tied scores)."""
 
 
 class MetaSimilarityNet(nn.Module):
@@ -79,6 +84,11 @@ class MetaSimilarityNet(nn.Module):
     def spec(self) -> dict[str, Any]:
         """Its sizes, to build it again (:meth:`MSCNScorer._build_module`)."""
         return {"kind": "meta", "d_in": self.hidden.in_features, "hidden": self.hidden.out_features}
+
+    def readout(self) -> list[nn.Parameter]:
+        """The parameters that read the score off the hidden layer and the cosine (what a
+        recalibration moves: 2 + hidden + 1 numbers, too few to overfit the meta data)."""
+        return [self.scale, self.shift, self.out.weight, self.out.bias]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         cosine = features.sum(dim=-1) / self.norm
@@ -233,14 +243,21 @@ def corrected_scores(
     return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)
 
 
-def _beta_moments(x: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
-    """Weighted method-of-moments beta parameters of ``x``."""
-    w = weights + 1e-12
-    m = float((w * x).sum() / w.sum())
-    v = float((w * (x - m) ** 2).sum() / w.sum())
-    v = min(max(v, 1e-8), m * (1 - m) * (1 - 1e-6))
-    alpha = m * (m * (1 - m) / v - 1)
-    return alpha, alpha * (1 - m) / m
+def score_logit(scores: np.ndarray) -> np.ndarray:
+    """The logit of corrected scores clipped to ``[eps, 1 - eps]``: the axis the mixture is fitted on."""
+    x = np.clip(np.asarray(scores, dtype=np.float64), SCORE_EPS, 1 - SCORE_EPS)
+    return np.log(x) - np.log1p(-x)
+
+
+def _e_step(
+    z: np.ndarray, means: np.ndarray, variances: np.ndarray, weights: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Mean log-likelihood of ``z`` under the Gaussian mixture, and each component's responsibilities."""
+    logl = np.log(weights) - 0.5 * np.log(2 * np.pi * variances) - (z[:, None] - means) ** 2 / (2 * variances)
+    top = logl.max(axis=1, keepdims=True)
+    resp = np.exp(logl - top)
+    total = resp.sum(axis=1, keepdims=True)
+    return float(np.mean(top + np.log(total))), resp / total
 
 
 def purify(
@@ -251,45 +268,41 @@ def purify(
     max_iter: int = 10,
     tol: float = 1e-2,
 ) -> tuple[np.ndarray, PosteriorMap]:
-    """Clean posterior of every pair from a beta mixture over the corrected scores.
+    """Clean posterior of every pair from a two-component mixture over the corrected scores' logits.
 
-    The meta data is the prior: the noisy component starts as a beta fit to the meta
-    negatives' scores, the clean one as a fit to the trusted pairs' scores (equal weights);
-    EM then fits the mixture to the corpus (the official settings: 10 iterations, tol 1e-2).
-    The posterior ranks pairs as their scores do (:func:`ranked_posterior`).
+    The meta data is the prior, as the paper's: the noisy component starts as a fit to the meta
+    negatives' scores, the clean one as a fit to the trusted pairs' scores (equal weights); EM
+    then fits the mixture to the corpus (the official settings: 10 iterations, tol 1e-2, scores
+    clipped to [1e-3, 1 - 1e-3]). Deviation: the components are Gaussians on the scores' logits,
+    not betas on the scores. The meta-net's scores pile up near 0 and 1, where moment-fitted
+    beta components turn U-shaped and the noisy one claims the top (docs/methods.md, mscn). The
+    posterior ranks pairs as their scores do (:func:`ranked_posterior`).
 
     Returns
     -------
     tuple
-        ``(n,)`` float32 clean posterior, and the fitted map (the mixture's parameters with it)
-        that gives other scores theirs.
+        ``(n,)`` float32 clean posterior, and the fitted map of the scores' logits
+        (:func:`score_logit`) that gives other scores theirs.
     """
-    x = np.clip(np.asarray(scores, dtype=np.float64), SCORE_EPS, 1 - SCORE_EPS)
-    clean_prior = np.clip(np.asarray(meta_clean, np.float64), SCORE_EPS, 1 - SCORE_EPS)
-    noisy_prior = np.clip(np.asarray(meta_noisy, np.float64), SCORE_EPS, 1 - SCORE_EPS)
-    params = [_beta_moments(s, np.ones_like(s)) for s in (noisy_prior, clean_prior)]
-    mixture = BetaMixture(
-        alphas=np.array([a for a, _ in params]),
-        betas=np.array([b for _, b in params]),
-        weights=np.full(2, 0.5),
-    )
+    z = score_logit(scores)
+    starts = [score_logit(meta_noisy), score_logit(meta_clean)]
+    means = np.array([s.mean() for s in starts])
+    variances = np.array([max(float(s.var()), VARIANCE_FLOOR) for s in starts])
+    weights = np.full(2, 0.5)
     previous = -np.inf
     for _ in range(max_iter):
-        likelihood = mixture.likelihoods(x).sum(axis=1)
-        ll = float(np.mean(np.log(np.maximum(likelihood, 1e-300))))
+        ll, resp = _e_step(z, means, variances, weights)
         if abs(ll - previous) < tol:
             break
         previous = ll
-        resp = mixture.posterior(x)
-        fitted = [_beta_moments(x, resp[:, k]) for k in range(2)]
         mass = resp.sum(axis=0) + 1e-12
-        mixture = BetaMixture(
-            alphas=np.array([a for a, _ in fitted]),
-            betas=np.array([b for _, b in fitted]),
-            weights=mass / mass.sum(),
-        )
-    clean = int(np.argmax(mixture.means()))
-    return beta_split(mixture, clean, x, higher_is_clean=True, clip=SCORE_EPS)
+        weights = mass / mass.sum()
+        means = (resp * z[:, None]).sum(axis=0) / mass
+        variances = np.maximum((resp * (z[:, None] - means) ** 2).sum(axis=0) / mass, VARIANCE_FLOOR)
+    _, resp = _e_step(z, means, variances, weights)
+    clean = int(np.argmax(means))
+    components = {"means": means, "variances": variances, "weights": weights}
+    return gaussian_split(components, clean, z, resp[:, clean], higher_is_clean=True)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -328,6 +341,7 @@ class MSCNScorer(PairScorer):
             dim = model.image_head.shortcut.out_features
             meta_net = MetaSimilarityNet(dim, params["meta_hidden"]).to(model.device)
             meta_optimizer = torch.optim.Adam(meta_net.parameters(), lr=params["meta_lr"])
+            recalibration = torch.optim.Adam(meta_net.readout(), lr=config.lr)
             meta = MetaData(trusted, negatives, model.device)
             subset = None
             for epoch in range(warmup + epochs):
@@ -337,10 +351,10 @@ class MSCNScorer(PairScorer):
                 if epoch < warmup:
                     loss = self._warmup_loss(model, meta_net, meta_optimizer, meta, rng, params)
                 else:
-                    if epoch == warmup:
-                        for _ in range(params["meta_warmup_steps"]):
-                            meta_data = meta.batch(config.batch_size, rng)
-                            meta_update(meta_net, meta_optimizer, model, None, meta_data, params["grad_clip"])
+                    # The first purification's meta-net learns in full, later ones recalibrate.
+                    first = meta_optimizer if epoch == warmup else recalibration
+                    _set_lr(recalibration, lr)
+                    self._recalibrate(model, meta_net, first, meta, rng, params, config.batch_size)
                     _set_lr(meta_optimizer, lr_at(epoch, params["meta_lr"], params["lr_step"]))
                     p_clean = self._purify(model, meta_net, meta, rng, params)
                     state.update(p_clean=p_clean)
@@ -348,6 +362,7 @@ class MSCNScorer(PairScorer):
                     loss = self._bilevel_loss(model, meta_net, meta_optimizer, meta, rng, lr, params)
                 model.run_epoch(loss, subset, lr=lr)
                 self.epoch_done(epoch, model.heads)
+            self._recalibrate(model, meta_net, recalibration, meta, rng, params, config.batch_size)
             p_clean, mapping = self._fit_purify(model, meta_net, meta, rng)
             soft_label = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
         self.state_ = FittedState(
@@ -366,6 +381,26 @@ class MSCNScorer(PairScorer):
                 "history": state.history_summary(),
             },
         )
+
+    @staticmethod
+    def _recalibrate(
+        model: HeadTrainer,
+        meta_net: MetaSimilarityNet,
+        optimizer: torch.optim.Optimizer,
+        meta: MetaData,
+        rng: np.random.Generator,
+        params: dict[str, Any],
+        batch_size: int,
+    ) -> None:
+        """Direct steps of ``optimizer``'s meta-net parameters on the meta data with the heads as
+        they are now, before a purification.
+
+        The heads move a lot in an epoch on the purified pairs (at 80% noise the clean pairs'
+        cosine went from 0.17 to 0.50); a meta-net left at the small bi-level rate extrapolates
+        to scores piled at 0 and 1 (the correction of a clean pair grew from 0.8 to 14)."""
+        for _ in range(params["meta_warmup_steps"]):
+            meta_data = meta.batch(batch_size, rng)
+            meta_update(meta_net, optimizer, model, None, meta_data, params["grad_clip"])
 
     @staticmethod
     def _purify(
@@ -401,7 +436,7 @@ class MSCNScorer(PairScorer):
         scores = corrected_scores(
             modules["meta"], heads, tensor(pairs.images), tensor(pairs.texts), tensor(pairs.image_index)
         )
-        p_clean = self.state_.splits["p_clean"].posterior(scores)
+        p_clean = self.state_.splits["p_clean"].posterior(score_logit(scores))
         similarity = reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_)
         return PairScores.without_rematch(p_clean, np.clip(scores, 0, 1), similarity)
 

@@ -136,7 +136,8 @@ MSCN = MethodSpec(
         "meta_warmup_steps": Param(
             int,
             200,
-            "direct meta-net steps on the meta data after the warm-up, before the first purification",
+            "direct meta-net steps on the meta data after the warm-up, before the first purification "
+            "(and steps of its readout alone before every later one)",
             low=0,
         ),
         "meta_negatives": Param(

@@ -61,3 +61,24 @@ def test_it_finds_shuffled_captions_better_than_the_similarity(noisy_slice, trus
     again = _fit(pairs, trusted)
     for name in ("p_clean", "soft_label", "similarity"):
         assert np.array_equal(getattr(again, name), getattr(scores, name)), name
+
+
+@pytest.fixture(scope="module")
+def high_noise_slice(tmp_path_factory, cache_dir):
+    table = with_shuffled_captions(flickr_slice(150, offset=300), 0.6, seed=1)
+    embedded = _embed(table, tmp_path_factory.mktemp("mscn-high") / "pairs.parquet", cache_dir)
+    return embedded.pairs, np.asarray(table.column("is_clean").to_pylist())[embedded.rows]
+
+
+def test_at_high_noise_its_split_does_not_collapse(high_noise_slice, trusted):
+    """At 60% shuffled captions, over several epochs, the split keeps most of the clean pairs and
+    does not call nearly everything noisy: the heads' drift used to pile the meta-net's scores at
+    0 and 1, where the beta mixture turned U-shaped and its noisy component took the top
+    (on this slice it then kept no pair: 78% estimated noise, AUROC 0.74 after 6 epochs)."""
+    pairs, clean = high_noise_slice
+    scores = get_method("mscn")(seed=0, device="cpu", **{**SMALL, "epochs": 6}).fit(pairs, trusted).score()
+    metrics = detection_metrics(scores.p_clean, clean)
+    kept = int((scores.p_clean >= 0.5).sum())
+    assert kept >= 0.8 * clean.sum(), (kept, int(clean.sum()))
+    assert metrics["estimated_noise_rate"] < metrics["true_noise_rate"] + 0.1, metrics
+    assert metrics["auroc"] > 0.78, metrics
