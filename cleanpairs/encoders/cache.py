@@ -29,11 +29,71 @@ def content_digest(data: bytes | str) -> bytes:
     return hashlib.sha1(data, usedforsecurity=False).digest()
 
 
+class _KeyTable:
+    """Every key of a cache folder as a sorted table of 8-byte prefixes, 16 bytes a key.
+
+    The first 8 bytes of a content digest place it; the rest is checked against the part's
+    keys file (memory-mapped) only for the keys a lookup finds. A dict of the same keys costs
+    about 150 bytes each, too much for a corpus of 10^8 items.
+    """
+
+    def __init__(self, parts: list[tuple[Path, Path]]) -> None:
+        self.parts = parts
+        prefixes, owners, rows = [], [], []
+        for part, (keys_file, _) in enumerate(parts):
+            prefix = _prefix(np.load(keys_file, mmap_mode="r"))
+            prefixes.append(prefix.astype(np.uint64))
+            owners.append(np.full(len(prefix), part, dtype=np.uint32))
+            rows.append(np.arange(len(prefix), dtype=np.uint32))
+        prefix = np.concatenate(prefixes) if prefixes else np.zeros(0, np.uint64)
+        order = np.argsort(prefix, kind="stable")
+        self.prefix = prefix[order]
+        del prefix
+        self.owner = np.concatenate(owners)[order] if owners else np.zeros(0, np.uint32)
+        self.row = np.concatenate(rows)[order] if rows else np.zeros(0, np.uint32)
+
+    def find(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The part and row of each query key, -1 where it is not cached."""
+        owner = np.full(len(queries), -1, dtype=np.int64)
+        row = np.full(len(queries), -1, dtype=np.int64)
+        n = len(self.prefix)
+        if not n or not len(queries):
+            return owner, row
+        query_prefix = _prefix(queries).astype(np.uint64)
+        pos = np.searchsorted(self.prefix, query_prefix, side="left")
+        todo = np.flatnonzero(pos < n)
+        # Keys sharing their first 8 bytes sit next to each other: walk them until the whole key matches.
+        while len(todo):
+            at = pos[todo]
+            same = self.prefix[at] == query_prefix[todo]
+            todo, at = todo[same], at[same]
+            matched = np.zeros(len(todo), dtype=bool)
+            for part in np.unique(self.owner[at]):
+                here = np.flatnonzero(self.owner[at] == part)
+                keys = np.load(self.parts[part][0], mmap_mode="r")
+                matched[here] = np.all(keys[self.row[at[here]]] == queries[todo[here]], axis=1)
+            owner[todo[matched]] = self.owner[at[matched]]
+            row[todo[matched]] = self.row[at[matched]]
+            todo = todo[~matched]
+            pos[todo] += 1
+            todo = todo[pos[todo] < n]
+        return owner, row
+
+
+def _prefix(keys: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each key as a big-endian integer."""
+    if not len(keys):
+        return np.zeros(0, dtype=">u8")
+    return np.ascontiguousarray(keys[:, :8]).view(">u8")[:, 0]
+
+
 class EmbeddingCache:
     """Embeddings of one encoder and one modality, stored as ``.npy`` parts in one folder.
 
     Each ``store`` call adds one part (a keys file and a float32 matrix, written
-    atomically); ``lookup`` memory-maps the parts, so only the rows asked for are read.
+    atomically); ``lookup`` memory-maps the parts, so only the rows asked for are read. The
+    index of the parts' keys is a sorted table of 8-byte key prefixes searched with
+    ``np.searchsorted`` (16 bytes a key), not a dict of every key.
 
     Several processes may share one cache folder: there is no index file for them to update,
     the folder's parts are the index. A part is named by a hash of its content, so two
@@ -47,42 +107,40 @@ class EmbeddingCache:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_id)[:80]
         tag = hashlib.sha1(encoder_id.encode()).hexdigest()[:10]
         self.folder = Path(root) / f"{slug}-{tag}" / modality
-        self._index: dict[bytes, tuple[int, int]] | None = None
-        self._parts: list[Path] = []
+        self._index: _KeyTable | None = None
         self._swept = False
 
-    def _load_index(self) -> dict[bytes, tuple[int, int]]:
+    def _load_index(self) -> _KeyTable:
         if self._index is None:
-            self._index, self._parts = {}, []
+            parts = []
             if self.folder.is_dir():
                 for keys_file in sorted(self.folder.glob("part-*.keys.npy")):
                     emb_file = keys_file.with_name(keys_file.name.replace(".keys.npy", ".emb.npy"))
-                    if not emb_file.exists():
-                        continue
-                    part = len(self._parts)
-                    self._parts.append(emb_file)
-                    keys = np.load(keys_file)
-                    for row in range(len(keys)):
-                        self._index[keys[row].tobytes()] = (part, row)
+                    if emb_file.exists():
+                        parts.append((keys_file, emb_file))
+            self._index = _KeyTable(parts)
         return self._index
 
     def lookup(self, digests: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
         """Return which ``digests`` are cached (a boolean mask) and their embeddings, in order."""
-        index = self._load_index()
-        found = np.array([d in index for d in digests], dtype=bool)
+        table = self._load_index()
+        if not digests:
+            return np.zeros(0, dtype=bool), None
+        queries = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES)
+        owner, row = table.find(queries)
+        found = owner >= 0
         if not found.any():
             return found, None
-        hits = [index[d] for d, f in zip(digests, found, strict=True) if f]
-        matrices = [np.load(p, mmap_mode="r") for p in self._parts]
-        dim = matrices[hits[0][0]].shape[1]
-        out = np.empty((len(hits), dim), dtype=np.float32)
-        by_part: dict[int, list[tuple[int, int]]] = {}
-        for pos, (part, row) in enumerate(hits):
-            by_part.setdefault(part, []).append((pos, row))
-        for part, items in by_part.items():
-            positions = np.array([p for p, _ in items])
-            rows = np.array([r for _, r in items])
-            out[positions] = matrices[part][rows]
+        owner, row = owner[found], row[found]
+        out: np.ndarray | None = None
+        for part in np.unique(owner):
+            matrix = np.load(table.parts[part][1], mmap_mode="r")
+            if out is None:
+                out = np.empty((len(owner), matrix.shape[1]), dtype=np.float32)
+            here = np.flatnonzero(owner == part)
+            # Ascending rows read the memory map front to back.
+            here = here[np.argsort(row[here], kind="stable")]
+            out[here] = matrix[row[here]]
         return found, out
 
     def store(self, digests: list[bytes], embeddings: np.ndarray) -> None:

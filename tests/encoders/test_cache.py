@@ -88,3 +88,16 @@ def test_the_next_store_removes_what_a_killed_writer_left(tmp_path):
     cache.store([content_digest("x")], np.ones((1, 4), np.float32))
     assert not left.exists()
     assert EmbeddingCache(tmp_path, "enc", "texts").lookup([content_digest("x")])[0].all()
+
+
+def test_keys_sharing_their_first_eight_bytes_are_told_apart(tmp_path):
+    # The index places a key by its first 8 bytes; these share them and differ after.
+    digests = [b"\x07" * 8 + bytes([i]) * 12 for i in (9, 3, 200, 0)] + [b"\x01" * 20]
+    emb = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
+    EmbeddingCache(tmp_path, "enc", "texts").store(digests[:2], emb[:2])
+    EmbeddingCache(tmp_path, "enc", "texts").store(digests[2:], emb[2:])
+    asked = [digests[2], b"\x07" * 8 + b"\x05" * 12, digests[0], digests[4], digests[3], digests[1]]
+    found, rows = EmbeddingCache(tmp_path, "enc", "texts").lookup(asked)
+    assert found.tolist() == [True, False, True, True, True, True]
+    assert np.array_equal(rows, emb[[2, 0, 4, 3, 1]])
+
