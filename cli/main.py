@@ -135,11 +135,11 @@ def score(
         "save_scorer_to": save_scorer,
     }
     if _writes_shards(source, output):
-        if rematch or meta is not None or meta_keys is not None or similarity_col is not None:
+        if meta is not None or meta_keys is not None or similarity_col is not None:
             from cleanpairs.errors import InputError
 
             raise InputError(
-                "--rematch, --meta, --meta-keys and --similarity-col score one file in memory: "
+                "--meta, --meta-keys and --similarity-col score one file in memory: "
                 "give -o NAME.parquet "
                 "(or fit on a file with --save-scorer DIR, then `cleanpairs apply DIR SHARDS/`)"
             )
@@ -154,6 +154,8 @@ def score(
             engine=engine,
             ray_address=ray_address,
             skip_bad_shards=skip_bad_shards,
+            rematch=rematch,
+            rematch_settings={"k": rematch_k, "mass": rematch_mass, "threshold": rematch_below},
         )
         _report_shards(sharded)
         return
@@ -234,6 +236,12 @@ def _report_shards(run: ShardedRun) -> None:
         typer.echo(f"warning: {warning}", err=True)
     for failed in run.failed_shards:
         typer.echo(f"  failed shard: {failed['source']}: {failed['error']}", err=True)
+    if run.rematch is not None:
+        found = run.rematch
+        typer.echo(
+            f"rematched {found['rematched']} of {found['candidates']} pairs below {found['threshold']} "
+            "across shards"
+        )
     typer.echo(f"{run.timings['total_s']:.1f} s")
 
 
