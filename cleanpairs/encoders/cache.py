@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cleanpairs.io.atomic import atomic_output, remove_stale_temporaries
+from cleanpairs.io.keyindex import MERGE_PARTS, SortedKeys, open_index
 
 DIGEST_BYTES = 20
 
@@ -29,62 +30,8 @@ def content_digest(data: bytes | str) -> bytes:
     return hashlib.sha1(data, usedforsecurity=False).digest()
 
 
-class _KeyTable:
-    """Every key of a cache folder as a sorted table of 8-byte prefixes, 16 bytes a key.
-
-    The first 8 bytes of a content digest place it; the rest is checked against the part's
-    keys file (memory-mapped) only for the keys a lookup finds. A dict of the same keys costs
-    about 150 bytes each, too much for a corpus of 10^8 items.
-    """
-
-    def __init__(self, parts: list[tuple[Path, Path]]) -> None:
-        self.parts = parts
-        prefixes, owners, rows = [], [], []
-        for part, (keys_file, _) in enumerate(parts):
-            prefix = _prefix(np.load(keys_file, mmap_mode="r"))
-            prefixes.append(prefix.astype(np.uint64))
-            owners.append(np.full(len(prefix), part, dtype=np.uint32))
-            rows.append(np.arange(len(prefix), dtype=np.uint32))
-        prefix = np.concatenate(prefixes) if prefixes else np.zeros(0, np.uint64)
-        order = np.argsort(prefix, kind="stable")
-        self.prefix = prefix[order]
-        del prefix
-        self.owner = np.concatenate(owners)[order] if owners else np.zeros(0, np.uint32)
-        self.row = np.concatenate(rows)[order] if rows else np.zeros(0, np.uint32)
-
-    def find(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The part and row of each query key, -1 where it is not cached."""
-        owner = np.full(len(queries), -1, dtype=np.int64)
-        row = np.full(len(queries), -1, dtype=np.int64)
-        n = len(self.prefix)
-        if not n or not len(queries):
-            return owner, row
-        query_prefix = _prefix(queries).astype(np.uint64)
-        pos = np.searchsorted(self.prefix, query_prefix, side="left")
-        todo = np.flatnonzero(pos < n)
-        # Keys sharing their first 8 bytes sit next to each other: walk them until the whole key matches.
-        while len(todo):
-            at = pos[todo]
-            same = self.prefix[at] == query_prefix[todo]
-            todo, at = todo[same], at[same]
-            matched = np.zeros(len(todo), dtype=bool)
-            for part in np.unique(self.owner[at]):
-                here = np.flatnonzero(self.owner[at] == part)
-                keys = np.load(self.parts[part][0], mmap_mode="r")
-                matched[here] = np.all(keys[self.row[at[here]]] == queries[todo[here]], axis=1)
-            owner[todo[matched]] = self.owner[at[matched]]
-            row[todo[matched]] = self.row[at[matched]]
-            todo = todo[~matched]
-            pos[todo] += 1
-            todo = todo[pos[todo] < n]
-        return owner, row
-
-
-def _prefix(keys: np.ndarray) -> np.ndarray:
-    """The first 8 bytes of each key as a big-endian integer."""
-    if not len(keys):
-        return np.zeros(0, dtype=">u8")
-    return np.ascontiguousarray(keys[:, :8]).view(">u8")[:, 0]
+def _matrix_of(keys_file: Path) -> Path:
+    return keys_file.with_name(keys_file.name.replace(".keys.npy", ".emb.npy"))
 
 
 class EmbeddingCache:
@@ -92,55 +39,64 @@ class EmbeddingCache:
 
     Each ``store`` call adds one part (a keys file and a float32 matrix, written
     atomically); ``lookup`` memory-maps the parts, so only the rows asked for are read. The
-    index of the parts' keys is a sorted table of 8-byte key prefixes searched with
-    ``np.searchsorted`` (16 bytes a key), not a dict of every key.
+    parts' keys are found through a sorted index of their 8-byte prefixes kept beside them and
+    memory-mapped (:mod:`cleanpairs.io.keyindex`), not a dict of every key: parts added since
+    it was written are indexed in memory until ``merge_parts`` of them are merged into it.
 
-    Several processes may share one cache folder: there is no index file for them to update,
-    the folder's parts are the index. A part is named by a hash of its content, so two
+    Several processes may share one cache folder: the parts are the data, an index only a
+    summary of some of them (named by the parts it covers). A part is named by a hash of its content, so two
     processes storing the same embeddings write the same part (and replace it with the same
     bytes), and different embeddings never share a name. Each file appears whole under its
     final name (written beside it, then renamed), and the keys file, which makes a part
     visible, is written after its matrix; a reader sees whole parts or none.
     """
 
-    def __init__(self, root: str | os.PathLike, encoder_id: str, modality: str) -> None:
+    def __init__(
+        self, root: str | os.PathLike, encoder_id: str, modality: str, *, merge_parts: int = MERGE_PARTS
+    ) -> None:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_id)[:80]
         tag = hashlib.sha1(encoder_id.encode()).hexdigest()[:10]
         self.folder = Path(root) / f"{slug}-{tag}" / modality
-        self._index: _KeyTable | None = None
+        self.merge_parts = merge_parts
+        self._index: list[SortedKeys] | None = None
         self._swept = False
 
-    def _load_index(self) -> _KeyTable:
+    def _load_index(self) -> list[SortedKeys]:
         if self._index is None:
             parts = []
             if self.folder.is_dir():
                 for keys_file in sorted(self.folder.glob("part-*.keys.npy")):
-                    emb_file = keys_file.with_name(keys_file.name.replace(".keys.npy", ".emb.npy"))
-                    if emb_file.exists():
-                        parts.append((keys_file, emb_file))
-            self._index = _KeyTable(parts)
+                    if _matrix_of(keys_file).exists():
+                        parts.append(keys_file)
+            self._index = open_index(self.folder, parts, merge_parts=self.merge_parts) if parts else []
         return self._index
 
     def lookup(self, digests: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
         """Return which ``digests`` are cached (a boolean mask) and their embeddings, in order."""
-        table = self._load_index()
-        if not digests:
-            return np.zeros(0, dtype=bool), None
-        queries = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES)
-        owner, row = table.find(queries)
-        found = owner >= 0
-        if not found.any():
+        found = np.zeros(len(digests), dtype=bool)
+        indexes = self._load_index()
+        if not digests or not indexes:
             return found, None
-        owner, row = owner[found], row[found]
+        queries = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES)
+        hits: list[tuple[Path, np.ndarray, np.ndarray]] = []
+        for index in indexes:
+            todo = np.flatnonzero(~found)
+            part, row = index.find(queries[todo])
+            found[todo[part >= 0]] = True
+            for one in np.unique(part[part >= 0]):
+                here = part == one
+                hits.append((index.parts[one], todo[here], row[here]))
+        if not hits:
+            return found, None
+        slot = np.cumsum(found) - 1
         out: np.ndarray | None = None
-        for part in np.unique(owner):
-            matrix = np.load(table.parts[part][1], mmap_mode="r")
+        for keys_file, positions, rows in hits:
+            matrix = np.load(_matrix_of(keys_file), mmap_mode="r")
             if out is None:
-                out = np.empty((len(owner), matrix.shape[1]), dtype=np.float32)
-            here = np.flatnonzero(owner == part)
+                out = np.empty((int(found.sum()), matrix.shape[1]), dtype=np.float32)
             # Ascending rows read the memory map front to back.
-            here = here[np.argsort(row[here], kind="stable")]
-            out[here] = matrix[row[here]]
+            ascending = np.argsort(rows, kind="stable")
+            out[slot[positions[ascending]]] = matrix[rows[ascending]]
         return found, out
 
     def store(self, digests: list[bytes], embeddings: np.ndarray) -> None:
