@@ -11,8 +11,9 @@ the matches (``_rematch/matches.npz``), and writes the partners into each scores
 shard's marker ``NAME.rematch.json``. A run killed at any point carries on from what is there;
 the result does not depend on where it was killed.
 
-Memory holds the flagged pairs' embeddings (and faiss's copy of them), never a shard's other
-pairs, so it does not grow with the number of shards beyond the flagged pairs. Images are told
+The flagged pairs' two matrices are joined into memory-mapped files (one shard open at a
+time); memory holds faiss's copy of them and the candidate lists, never a shard's other pairs,
+so it does not grow with the number of shards beyond the flagged pairs. Images are told
 apart per shard: an image in two shards counts as two images.
 """
 
@@ -38,7 +39,14 @@ from cleanpairs.core.rematch import (
 )
 from cleanpairs.errors import ParameterError
 from cleanpairs.io.atomic import atomic_output
-from cleanpairs.io.flagged import Flagged, read_flagged, read_matches, write_flagged, write_matches
+from cleanpairs.io.flagged import (
+    Flagged,
+    joined_matrix,
+    read_flagged,
+    read_matches,
+    write_flagged,
+    write_matches,
+)
 
 REMATCH_FOLDER = "_rematch"
 MATCHES = "matches.npz"
@@ -211,7 +219,8 @@ def rematch_shards(
     if matches.exists():
         partner, margin = read_matches(matches)
     else:
-        partner, margin = _match(flagged, settings, use_gpu=use_gpu)
+        folders = [flagged_folder(out, name) for name in names]
+        partner, margin = _match(out / REMATCH_FOLDER, folders, flagged, settings, use_gpu=use_gpu)
         write_matches(matches, partner, margin)
     info["rematched"] = int(np.sum(partner >= 0))
     all_keys = pa.concat_arrays([f.keys for f in flagged]) if flagged else pa.array([])
@@ -238,21 +247,24 @@ def rematch_shards(
 
 
 def _match(
-    flagged: list[Flagged], settings: dict[str, Any], *, use_gpu: bool
+    folder: Path, folders: list[Path], flagged: list[Flagged], settings: dict[str, Any], *, use_gpu: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Partners among all shards' flagged pairs (global flagged rows) and their margins."""
-    present = [f for f in flagged if len(f)]
+    """Partners among all shards' flagged pairs (rows counted across shards) and their margins."""
     total = sum(len(f) for f in flagged)
-    if not present:
-        return np.full(total, -1, dtype=np.int64), np.full(total, np.nan, dtype=np.float32)
+    if total == 0:
+        return np.full(0, -1, dtype=np.int64), np.full(0, np.nan, dtype=np.float32)
     image_start = np.concatenate([[0], np.cumsum([f.n_images for f in flagged])])
     image_of = np.concatenate([np.asarray(f.images) + image_start[i] for i, f in enumerate(flagged)])
-    return match_flagged(
-        np.concatenate([f.described for f in present]),
-        np.concatenate([f.captions for f in present]),
-        image_of,
-        k=settings["k"],
-        mass=settings["mass"],
-        block=settings["block"],
-        use_gpu=use_gpu,
-    )
+    with (
+        joined_matrix(folders, "described", folder / "joined-described.npy") as described,
+        joined_matrix(folders, "captions", folder / "joined-captions.npy") as captions,
+    ):
+        return match_flagged(
+            described,
+            captions,
+            image_of,
+            k=settings["k"],
+            mass=settings["mass"],
+            block=settings["block"],
+            use_gpu=use_gpu,
+        )

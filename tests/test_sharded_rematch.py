@@ -167,3 +167,18 @@ def test_bad_rematch_settings_for_a_folder_are_one_line_and_write_nothing(tmp_pa
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "mass" in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_apply_rematches_new_shards_with_a_saved_scorer(tmp_path):
+    shards = noisy_shards(tmp_path / "in", shards=3)
+    run = [str(CLEANPAIRS), "score", shards, "--encoder", "precomputed", "--method", "ncr", "--param",
+           "epochs=2", "-o", tmp_path / "fit", "--save-scorer", tmp_path / "scorer", "--device", "cpu",
+           "--no-progress"]  # fmt: skip
+    assert subprocess.run(run, capture_output=True, cwd=tmp_path).returncode == 0
+    done = subprocess.run([str(CLEANPAIRS), "apply", tmp_path / "scorer", shards, "-o", tmp_path / "applied",
+                           "--rematch", "--device", "cpu", "--no-progress"],
+                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "across shards" in done.stdout
+    partners = scored(tmp_path / "applied", 3).column("cp_rematch_key").drop_null()
+    assert len(partners) > 0
