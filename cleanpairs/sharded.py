@@ -93,6 +93,8 @@ class ShardedRun:
     failed_shards: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    rematch: dict[str, Any] | None = None
+    """The rematch across shards' settings and counts, where it ran."""
 
 
 def output_names(shards: list[Path]) -> list[str]:
@@ -265,7 +267,7 @@ def check_run_folder(folder: Path, run: dict[str, Any], *, sources: list[Path]) 
             )
         return False
     keys = ("method", "params", "encoder", "seed", "inputs", "fit_pairs", "scorer", "roles_options")
-    for key in (*keys, "fit_scheme"):
+    for key in (*keys, "fit_scheme", "rematch"):
         if earlier.get(key) != run.get(key):
             raise InputError(
                 f"{folder} holds shards of another run ({key} differs: {earlier.get(key)!r} there, "
@@ -392,6 +394,8 @@ def score_shard(task: ShardTask) -> dict[str, Any]:
         timings={},
         extra={**corpus.folders().to_metadata(), "shard": task.index, "scorer": s["scorer"]},
     )
+    if s.get("rematch") is not None:
+        _save_flagged(task, embedded, corpus, scores)
     write_scores(corpus.table, columns, meta, Path(task.output))
     stats = {
         "shard": task.index,
@@ -443,6 +447,19 @@ def _scores(task: ShardTask, rows: np.ndarray, pairs: Any, n_rows: int) -> Any:
     return PairScores.without_rematch(*(kept[name] for name in names))
 
 
+def _save_flagged(task: ShardTask, embedded: Any, corpus: Corpus, scores: Any) -> None:
+    """Keep the pairs this shard flags for the rematch across shards (``cleanpairs.sharded_rematch``)."""
+    from cleanpairs.sharded_rematch import save_flagged
+
+    s = task.settings
+    # The shard's scores carry no heads (the fit's own and score_pairs' are mixed); the saved
+    # scorer's heads are the fit's.
+    scorer = _scorer_for(task.scorer_folder, s["device"])
+    heads = scorer.score_pairs(embedded.pairs.take(np.zeros(0, dtype=np.int64))).heads
+    save_flagged(task.run_folder, os.path.basename(task.output), embedded.pairs, embedded.rows,
+                 corpus.keys(), scores.p_clean, heads, s["rematch"]["threshold"])  # fmt: skip
+
+
 def score_shards(
     source: str | os.PathLike,
     output: str | os.PathLike,
@@ -466,6 +483,8 @@ def score_shards(
     ray_address: str | None = None,
     skip_bad_shards: bool = False,
     max_image_pixels: int | None = None,
+    rematch: bool = False,
+    rematch_settings: dict[str, Any] | None = None,
 ) -> ShardedRun:
     """Score every shard of ``source`` into the folder ``output``, one scores shard per shard.
 
@@ -474,7 +493,8 @@ def score_shards(
     ``score`` gives) and saved in ``output/_scorer`` (and in ``save_scorer_to``) before any shard
     is scored. With ``scorer`` (a folder saved by an earlier run), nothing is fit. A run into a
     folder of an earlier run with the same settings and inputs resumes: finished shards (those
-    with a marker) are skipped.
+    with a marker) are skipped. With ``rematch``, the flagged pairs of all shards are then
+    rematched across shards (:mod:`cleanpairs.sharded_rematch`).
 
     Raises
     ------
@@ -535,6 +555,10 @@ def score_shards(
         "roles_options": roles_options,
         "inputs": _inputs_record(shards),
     }
+    if rematch:
+        from cleanpairs.sharded_rematch import rematch_settings as checked_rematch
+
+        run["rematch"] = checked_rematch(rematch_settings)
     resuming = check_run_folder(out, run, sources=shards)
     if save_scorer_to is not None:
         check_output_path(save_scorer_to, directory=True)
@@ -597,6 +621,7 @@ def score_shards(
         "max_image_pixels": max_image_pixels,
         "roles_options": roles_options,
         "scorer": scorer_id or _scorer_digest(scorer_folder),
+        "rematch": run.get("rematch"),
     }
     starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
     tasks, skipped = [], 0
@@ -618,6 +643,10 @@ def score_shards(
                 fit_rows,
             )
         )
+    if rematch and tasks:
+        from cleanpairs.sharded_rematch import forget_matches
+
+        forget_matches(out)
     tick = time.perf_counter()
     results, failed = _run(
         tasks, engine=engine, ray_address=ray_address, skip=skip_bad_shards, progress=progress
@@ -625,6 +654,15 @@ def score_shards(
     failed = [*unreadable, *failed]
     timings["score_s"] = time.perf_counter() - tick
     record = _read_run_file(out) or run
+    if rematch:
+        from cleanpairs.sharded_rematch import rematch_shards
+
+        tick = time.perf_counter()
+        done = [n for n in names if (out / (n[: -len(".parquet")] + MARKER_SUFFIX)).exists()]
+        record["rematch_info"] = rematch_shards(
+            out, done, run["rematch"], engine=engine, ray_address=ray_address, progress=progress
+        )
+        timings["rematch_s"] = time.perf_counter() - tick
     # A shard that failed before and was scored now is no longer failed.
     failures = {f["source"]: f for f in record.get("failed_shards", [])}
     for result in results:
@@ -653,6 +691,7 @@ def score_shards(
         failed_shards=record["failed_shards"],
         timings=timings,
         warnings=record["warnings"],
+        rematch=record.get("rematch_info"),
     )
 
 

@@ -30,6 +30,16 @@ RayAddressOption = Annotated[
 SkipBadShardsOption = Annotated[
     bool, typer.Option(help="Record a shard that cannot be read in the run file and go on with the rest.")
 ]
+RematchOption = Annotated[
+    bool, typer.Option(help="Propose a new caption for the image of every pair below the threshold.")
+]
+RematchKOption = Annotated[int, typer.Option(help="Candidate captions per image (faiss neighbours).")]
+RematchMassOption = Annotated[
+    float, typer.Option(help="Share of the mismatched images' mass the partial transport moves.")
+]
+RematchBelowOption = Annotated[
+    float, typer.Option(help="Pairs with cp_p_clean below this take part in rematching.")
+]
 MaxImagePixelsOption = Annotated[
     int | None,
     typer.Option(

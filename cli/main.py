@@ -19,6 +19,10 @@ from cleanpairs.cli.app import (
     MaxImagePixelsOption,
     ProgressOption,
     RayAddressOption,
+    RematchBelowOption,
+    RematchKOption,
+    RematchMassOption,
+    RematchOption,
     SkipBadShardsOption,
     TextColOption,
     app,
@@ -72,16 +76,10 @@ def score(
     text_emb_col: Annotated[
         str | None, typer.Option(help="Column of caption embeddings for --encoder precomputed.")
     ] = None,
-    rematch: Annotated[
-        bool, typer.Option(help="Propose a new caption for the image of every pair below the threshold.")
-    ] = False,
-    rematch_k: Annotated[int, typer.Option(help="Candidate captions per image (faiss neighbours).")] = 10,
-    rematch_mass: Annotated[
-        float, typer.Option(help="Share of the mismatched images' mass the partial transport moves.")
-    ] = 0.5,
-    rematch_below: Annotated[
-        float, typer.Option(help="Pairs with cp_p_clean below this take part in rematching.")
-    ] = 0.5,
+    rematch: RematchOption = False,
+    rematch_k: RematchKOption = 10,
+    rematch_mass: RematchMassOption = 0.5,
+    rematch_below: RematchBelowOption = 0.5,
     meta: Annotated[
         Path | None,
         typer.Option(help="Trusted clean pairs (same columns as the corpus) for methods that need them."),
@@ -135,11 +133,11 @@ def score(
         "save_scorer_to": save_scorer,
     }
     if _writes_shards(source, output):
-        if rematch or meta is not None or meta_keys is not None or similarity_col is not None:
+        if meta is not None or meta_keys is not None or similarity_col is not None:
             from cleanpairs.errors import InputError
 
             raise InputError(
-                "--rematch, --meta, --meta-keys and --similarity-col score one file in memory: "
+                "--meta, --meta-keys and --similarity-col score one file in memory: "
                 "give -o NAME.parquet "
                 "(or fit on a file with --save-scorer DIR, then `cleanpairs apply DIR SHARDS/`)"
             )
@@ -154,6 +152,8 @@ def score(
             engine=engine,
             ray_address=ray_address,
             skip_bad_shards=skip_bad_shards,
+            rematch=rematch,
+            rematch_settings={"k": rematch_k, "mass": rematch_mass, "threshold": rematch_below},
         )
         _report_shards(sharded)
         return
@@ -234,6 +234,12 @@ def _report_shards(run: ShardedRun) -> None:
         typer.echo(f"warning: {warning}", err=True)
     for failed in run.failed_shards:
         typer.echo(f"  failed shard: {failed['source']}: {failed['error']}", err=True)
+    if run.rematch is not None:
+        found = run.rematch
+        typer.echo(
+            f"rematched {found['rematched']} of {found['candidates']} pairs below {found['threshold']} "
+            "across shards"
+        )
     typer.echo(f"{run.timings['total_s']:.1f} s")
 
 
@@ -253,6 +259,10 @@ def apply(
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
     skip_bad_shards: SkipBadShardsOption = False,
+    rematch: RematchOption = False,
+    rematch_k: RematchKOption = 10,
+    rematch_mass: RematchMassOption = 0.5,
+    rematch_below: RematchBelowOption = 0.5,
 ) -> None:
     """Score new pairs with a fitted scorer, shard by shard, without fitting again."""
     from cleanpairs.sharded import score_shards
@@ -271,6 +281,8 @@ def apply(
         ray_address=ray_address,
         skip_bad_shards=skip_bad_shards,
         max_image_pixels=max_image_pixels,
+        rematch=rematch,
+        rematch_settings={"k": rematch_k, "mass": rematch_mass, "threshold": rematch_below},
     )
     _report_shards(run)
 

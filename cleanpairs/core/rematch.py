@@ -219,25 +219,74 @@ def rematch_pairs(
     described = describe_images(
         images, texts, image_index, p_clean >= threshold, caption_weight, caption_space
     )
-    captions = caption_rows(texts, caption_space, noisy)
     noisy_images = image_index[noisy]
-    # Captions of the query's own image are forbidden; fetch enough extra neighbours to drop them.
-    most_per_image = int(np.bincount(noisy_images).max())
-    sims, cands = nearest_items(
-        described[noisy_images], captions, k + most_per_image, use_gpu=use_gpu, normalize=False
+    partner, margin = match_flagged(
+        described[noisy_images],
+        caption_rows(texts, caption_space, noisy),
+        noisy_images,
+        k=k,
+        mass=mass,
+        block=block,
+        use_gpu=use_gpu,
     )
-    cands = forbid_own_image(cands, noisy_images, noisy_images)
+    matched = np.flatnonzero(partner >= 0)
+    rows, partners = noisy[matched], noisy[partner[matched]]
+    result.index[rows] = partners
+    result.score[rows] = margin[matched]
+    result.similarity[rows] = np.einsum(
+        "ij,ij->i", normalize_rows(images[image_index[rows]]), normalize_rows(texts[partners])
+    )
+    result.info["rematched"] = len(matched)
+    return result
+
+
+def match_flagged(
+    described: np.ndarray,
+    captions: np.ndarray,
+    image_of: np.ndarray,
+    *,
+    k: int = 10,
+    mass: float = 0.5,
+    block: int = 128,
+    use_gpu: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match the flagged pairs' images to their captions: candidates, hubness, partial OT in blocks.
+
+    Parameters
+    ----------
+    described
+        ``(m, D)`` each flagged pair's image as :func:`describe_images` sees it.
+    captions
+        ``(m, D)`` each flagged pair's caption as :func:`caption_rows` joins it.
+    image_of
+        ``(m,)`` an id of each flagged pair's image: a caption never goes back to its own image.
+
+    Returns
+    -------
+    partner, margin
+        ``(m,)`` int64 the flagged pair whose caption each image takes (-1 for none), and
+        float32 the margin by which it beats the image's next candidate (NaN for none).
+    """
+    image_of = np.asarray(image_of, dtype=np.int64)
+    m = len(image_of)
+    partner = np.full(m, -1, dtype=np.int64)
+    margin = np.full(m, np.nan, dtype=np.float32)
+    if m < 2:
+        return partner, margin
+    # Captions of the query's own image are forbidden; fetch enough extra neighbours to drop them.
+    most_per_image = int(np.unique(image_of, return_counts=True)[1].max())
+    sims, cands = nearest_items(described, captions, k + most_per_image, use_gpu=use_gpu, normalize=False)
+    cands = forbid_own_image(cands, image_of, image_of)
     keep = np.argsort(cands < 0, axis=1, kind="stable")[:, :k]
     cands = np.take_along_axis(cands, keep, axis=1)
     sims = np.take_along_axis(sims, keep, axis=1)
     listed = cands >= 0
     query_hub = np.where(listed, sims, 0).sum(1) / np.maximum(listed.sum(1), 1)
-    back, _ = nearest_items(captions, described[noisy_images], k, use_gpu=use_gpu, normalize=False)
+    back, _ = nearest_items(captions, described, k, use_gpu=use_gpu, normalize=False)
     caption_hub = back.mean(axis=1)
     adjusted = np.where(listed, hubness_corrected(sims, query_hub, caption_hub, cands), -np.inf)
 
-    capacity = np.ones(len(noisy), dtype=np.float64)
-    partner = np.full(len(noisy), -1, dtype=np.int64)
+    capacity = np.ones(m, dtype=np.float64)
     finite = adjusted[listed]
     top = float(finite.max()) if finite.size else 0.0
     order = order_by_first_choice(cands)
@@ -249,15 +298,9 @@ def rematch_pairs(
     chosen = cands[matched] == partner[matched, None]
     best = adjusted[matched][chosen]
     runner_up = np.where(chosen, -np.inf, adjusted[matched]).max(axis=1)
-    margin = np.where(np.isfinite(runner_up), best - runner_up, best - adjusted[matched].min(axis=1))
-    rows, partners = noisy[matched], noisy[partner[matched]]
-    result.index[rows] = partners
-    result.score[rows] = np.maximum(margin, 0)
-    result.similarity[rows] = np.einsum(
-        "ij,ij->i", normalize_rows(images[image_index[rows]]), normalize_rows(texts[partners])
-    )
-    result.info["rematched"] = len(matched)
-    return result
+    gap = np.where(np.isfinite(runner_up), best - runner_up, best - adjusted[matched].min(axis=1))
+    margin[matched] = np.maximum(gap, 0)
+    return partner, margin
 
 
 def _solve_block(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cleanpairs.io.atomic import atomic_output, remove_stale_temporaries
+from cleanpairs.io.keyindex import MERGE_PARTS, SortedKeys, open_index
 
 DIGEST_BYTES = 20
 
@@ -29,60 +30,73 @@ def content_digest(data: bytes | str) -> bytes:
     return hashlib.sha1(data, usedforsecurity=False).digest()
 
 
+def _matrix_of(keys_file: Path) -> Path:
+    return keys_file.with_name(keys_file.name.replace(".keys.npy", ".emb.npy"))
+
+
 class EmbeddingCache:
     """Embeddings of one encoder and one modality, stored as ``.npy`` parts in one folder.
 
     Each ``store`` call adds one part (a keys file and a float32 matrix, written
-    atomically); ``lookup`` memory-maps the parts, so only the rows asked for are read.
+    atomically); ``lookup`` memory-maps the parts, so only the rows asked for are read. The
+    parts' keys are found through a sorted index of their 8-byte prefixes kept beside them and
+    memory-mapped (:mod:`cleanpairs.io.keyindex`), not a dict of every key: parts added since
+    it was written are indexed in memory until ``merge_parts`` of them are merged into it.
 
-    Several processes may share one cache folder: there is no index file for them to update,
-    the folder's parts are the index. A part is named by a hash of its content, so two
+    Several processes may share one cache folder: the parts are the data, an index only a
+    summary of some of them (named by the parts it covers). A part is named by a hash of its content, so two
     processes storing the same embeddings write the same part (and replace it with the same
     bytes), and different embeddings never share a name. Each file appears whole under its
     final name (written beside it, then renamed), and the keys file, which makes a part
     visible, is written after its matrix; a reader sees whole parts or none.
     """
 
-    def __init__(self, root: str | os.PathLike, encoder_id: str, modality: str) -> None:
+    def __init__(
+        self, root: str | os.PathLike, encoder_id: str, modality: str, *, merge_parts: int = MERGE_PARTS
+    ) -> None:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_id)[:80]
         tag = hashlib.sha1(encoder_id.encode()).hexdigest()[:10]
         self.folder = Path(root) / f"{slug}-{tag}" / modality
-        self._index: dict[bytes, tuple[int, int]] | None = None
-        self._parts: list[Path] = []
+        self.merge_parts = merge_parts
+        self._index: list[SortedKeys] | None = None
         self._swept = False
 
-    def _load_index(self) -> dict[bytes, tuple[int, int]]:
+    def _load_index(self) -> list[SortedKeys]:
         if self._index is None:
-            self._index, self._parts = {}, []
+            parts = []
             if self.folder.is_dir():
                 for keys_file in sorted(self.folder.glob("part-*.keys.npy")):
-                    emb_file = keys_file.with_name(keys_file.name.replace(".keys.npy", ".emb.npy"))
-                    if not emb_file.exists():
-                        continue
-                    part = len(self._parts)
-                    self._parts.append(emb_file)
-                    keys = np.load(keys_file)
-                    for row in range(len(keys)):
-                        self._index[keys[row].tobytes()] = (part, row)
+                    if _matrix_of(keys_file).exists():
+                        parts.append(keys_file)
+            self._index = open_index(self.folder, parts, merge_parts=self.merge_parts) if parts else []
         return self._index
 
     def lookup(self, digests: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
         """Return which ``digests`` are cached (a boolean mask) and their embeddings, in order."""
-        index = self._load_index()
-        found = np.array([d in index for d in digests], dtype=bool)
-        if not found.any():
+        found = np.zeros(len(digests), dtype=bool)
+        indexes = self._load_index()
+        if not digests or not indexes:
             return found, None
-        hits = [index[d] for d, f in zip(digests, found, strict=True) if f]
-        matrices = [np.load(p, mmap_mode="r") for p in self._parts]
-        dim = matrices[hits[0][0]].shape[1]
-        out = np.empty((len(hits), dim), dtype=np.float32)
-        by_part: dict[int, list[tuple[int, int]]] = {}
-        for pos, (part, row) in enumerate(hits):
-            by_part.setdefault(part, []).append((pos, row))
-        for part, items in by_part.items():
-            positions = np.array([p for p, _ in items])
-            rows = np.array([r for _, r in items])
-            out[positions] = matrices[part][rows]
+        queries = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), DIGEST_BYTES)
+        hits: list[tuple[Path, np.ndarray, np.ndarray]] = []
+        for index in indexes:
+            todo = np.flatnonzero(~found)
+            part, row = index.find(queries[todo])
+            found[todo[part >= 0]] = True
+            for one in np.unique(part[part >= 0]):
+                here = part == one
+                hits.append((index.parts[one], todo[here], row[here]))
+        if not hits:
+            return found, None
+        slot = np.cumsum(found) - 1
+        out: np.ndarray | None = None
+        for keys_file, positions, rows in hits:
+            matrix = np.load(_matrix_of(keys_file), mmap_mode="r")
+            if out is None:
+                out = np.empty((int(found.sum()), matrix.shape[1]), dtype=np.float32)
+            # Ascending rows read the memory map front to back.
+            ascending = np.argsort(rows, kind="stable")
+            out[slot[positions[ascending]]] = matrix[rows[ascending]]
         return found, out
 
     def store(self, digests: list[bytes], embeddings: np.ndarray) -> None:

@@ -66,9 +66,10 @@ def test_two_processes_storing_into_one_cache_at_once_lose_and_corrupt_nothing(t
     go.touch()
     digests = [content_digest(f"item {i}") for i in range(900)]
     expected = np.array([[i, i / 2, -i] for i in range(900)], np.float32)
-    # Read while they write: whatever is visible is whole and right.
+    # Read while they write, merging the parts into an index every 8 new parts: whatever is
+    # visible is whole and right.
     while any(w.poll() is None for w in writers):
-        found, rows = EmbeddingCache(tmp_path / "cache", "enc", "images").lookup(digests)
+        found, rows = EmbeddingCache(tmp_path / "cache", "enc", "images", merge_parts=8).lookup(digests)
         if found.any():
             assert np.array_equal(rows, expected[found])
     assert [w.returncode for w in writers] == [0, 0]
@@ -76,7 +77,12 @@ def test_two_processes_storing_into_one_cache_at_once_lose_and_corrupt_nothing(t
     assert found.all() and np.array_equal(rows, expected)
     # Overlapping stores of the same embeddings wrote the same parts; no temporary is left.
     names = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    assert len(names) == 2 * 90 and not [n for n in names if n.startswith(".")]
+    assert len([n for n in names if n.startswith("part-")]) == 2 * 90
+    assert not [n for n in names if n.startswith(".")]
+    found, rows = EmbeddingCache(tmp_path / "cache", "enc", "images", merge_parts=1).lookup(digests)
+    assert found.all() and np.array_equal(rows, expected)
+    # One index of all 90 parts is left: each merge removed the smaller ones it covered.
+    assert len(list((tmp_path / "cache").rglob("index-*.prefix.npy"))) == 1
 
 
 def test_the_next_store_removes_what_a_killed_writer_left(tmp_path):
@@ -88,3 +94,16 @@ def test_the_next_store_removes_what_a_killed_writer_left(tmp_path):
     cache.store([content_digest("x")], np.ones((1, 4), np.float32))
     assert not left.exists()
     assert EmbeddingCache(tmp_path, "enc", "texts").lookup([content_digest("x")])[0].all()
+
+
+def test_keys_sharing_their_first_eight_bytes_are_told_apart(tmp_path):
+    # The index places a key by its first 8 bytes; these share them and differ after.
+    digests = [b"\x07" * 8 + bytes([i]) * 12 for i in (9, 3, 200, 0)] + [b"\x01" * 20]
+    emb = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
+    EmbeddingCache(tmp_path, "enc", "texts").store(digests[:2], emb[:2])
+    EmbeddingCache(tmp_path, "enc", "texts").store(digests[2:], emb[2:])
+    asked = [digests[2], b"\x07" * 8 + b"\x05" * 12, digests[0], digests[4], digests[3], digests[1]]
+    found, rows = EmbeddingCache(tmp_path, "enc", "texts").lookup(asked)
+    assert found.tolist() == [True, False, True, True, True, True]
+    assert np.array_equal(rows, emb[[2, 0, 4, 3, 1]])
+
