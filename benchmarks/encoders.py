@@ -141,11 +141,30 @@ def case(row: dict) -> str:
     return f"{row['kind']} {round(float(row['rate']) * 100)}%"
 
 
-def throughput(name: str, work: Path) -> str:
+def throughput(name: str, work: Path) -> tuple[str, str]:
+    """Items per second and the items timed (embeddings taken from a cache were not timed)."""
     runs = [json.loads(f.read_text()) for f in sorted((work / "emb").glob(f"{name}_*.json"))]
     if not runs:
-        return "–"
-    return f"{sum(r['items'] for r in runs) / sum(r['seconds'] for r in runs):.1f}"
+        return "–", "0"
+    items = sum(r["items"] for r in runs)
+    return f"{items / sum(r['seconds'] for r in runs):.1f}", f"{items:,}"
+
+
+def against_offline(found: dict[tuple[str, str], list[dict]]) -> str:
+    """``ncr`` with ``offline-large``'s models against ``offline``'s, case by case."""
+    def by_case(rows: list[dict], column: str) -> dict[str, float]:
+        return {case(r): float(r[column]) for r in rows if r["method"] == "ncr" and r[column]}
+
+    base, large = found[("lite0", "minilm")], found[("lite2", "mpnet")]
+    auroc = [f"{c} {by_case(large, 'auroc')[c] - by_case(base, 'auroc')[c]:+.4f}" for c in CASES]
+    rsum = [
+        f"{c} {by_case(large, 'downstream_rsum')[c] - by_case(base, 'downstream_rsum')[c]:+.1f}"
+        for c in ("shuffle 40%", "shuffle 80%")
+    ]
+    return (
+        "`offline-large` (Lite2 + all-mpnet-base-v2) against `offline` (Lite0 + all-MiniLM-L6-v2), "
+        f"`ncr`: AUROC {', '.join(auroc)}; downstream rSum {', '.join(rsum)}."
+    )
 
 
 def render(found: dict[tuple[str, str], list[dict]], work: Path, train_images: int, n_dev: int) -> str:
@@ -163,13 +182,14 @@ def render(found: dict[tuple[str, str], list[dict]], work: Path, train_images: i
         "and preprocessing included, measured while other jobs shared the two cores (inflated; "
         "compare the rows with each other, not with the throughput section above).",
         "",
-        "| model | role | wheel size | per second |",
-        "| --- | --- | ---: | ---: |",
+        "| model | role | wheel size | per second | items timed |",
+        "| --- | --- | ---: | ---: | ---: |",
     ]
     sizes = {"lite0": "17 MB", "lite2": "23 MB", "minilm": "84 MB", "mpnet": "404 MB (5 wheels)"}
     for name in (*IMAGE_MODELS, *TEXT_MODELS):
         role = "images" if name in IMAGE_MODELS else "captions"
-        lines.append(f"| {NAMES[name]} | {role} | {sizes[name]} | {throughput(name, work)} |")
+        rate, items = throughput(name, work)
+        lines.append(f"| {NAMES[name]} | {role} | {sizes[name]} | {rate} | {items} |")
     lines += ["", "### Detection AUROC", ""]
     header = "| images + captions | method | " + " | ".join(CASES) + " | worst |"
     lines += [header, "| --- | --- |" + " ---: |" * (len(CASES) + 1)]
@@ -188,6 +208,7 @@ def render(found: dict[tuple[str, str], list[dict]], work: Path, train_images: i
             rsum = {r["method"]: r["downstream_rsum"] for r in rows if case(r) == noise}
             cells = [f"{float(rsum[m]):.1f}" if rsum.get(m) else "–" for m in trained]
             lines.append(f"| {NAMES[image]} + {NAMES[text]} | {noise} | " + " | ".join(cells) + " |")
+    lines += ["", against_offline(found)]
     return "\n".join(lines) + "\n"
 
 
