@@ -1,7 +1,8 @@
 """Assemble docs/benchmarks.md from what `make bench` wrote: the foundation and rematch-scale
 benchmarks' JSON (docs/benchmarks.json), the report of `cleanpairs bench` (docs/bench/report.md,
 with its plots), the training-stability benchmark (docs/bench/stability.md), the scale benchmark
-(docs/bench/scale.md) and the CPU-threads benchmark (docs/bench/threads.md).
+(docs/bench/scale.md), the CPU-threads benchmark (docs/bench/threads.md) and the candidate
+offline encoders (docs/bench/encoders.md, `benchmarks/encoders.py`).
 
     python benchmarks/compose.py
 """
@@ -65,6 +66,9 @@ def main() -> None:
     for name, heading in (("scale.md", SCALE), ("threads.md", THREADS)):
         if (BENCH / name).exists():
             parts.append(heading + "\n" + (BENCH / name).read_text())
+    encoders = BENCH / "encoders.md"
+    if encoders.exists():
+        parts.append(encoders.read_text())
     page = DOCS / "benchmarks.md"
     page.write_text("\n".join(part.rstrip() + "\n" for part in parts))
     print(f"wrote {page}")

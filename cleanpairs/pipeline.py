@@ -167,7 +167,7 @@ def score_corpus(
     method, params
         A registered method and its hyperparameters (checked before any work starts).
     encoder
-        ``offline``, ``openclip:ARCH/TAG``, ``openclip:ARCH:PATH`` or ``precomputed``.
+        ``offline``, ``offline-large``, ``openclip:ARCH/TAG``, ``openclip:ARCH:PATH`` or ``precomputed``.
     rematch, rematch_settings
         Propose a partner for every pair below the threshold (:func:`rematch_scores`);
         settings override :data:`REMATCH_DEFAULTS`.

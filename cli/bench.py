@@ -79,7 +79,8 @@ def bench(
         float, typer.Option(help="Filter threshold on cp_p_clean for downstream training.")
     ] = 0.5,
     encoder: Annotated[
-        str, typer.Option(help="offline, openclip:ARCH/TAG, openclip:ARCH:PATH or precomputed.")
+        str,
+        typer.Option(help="offline, offline-large, openclip:ARCH/TAG, openclip:ARCH:PATH or precomputed."),
     ] = ("offline"),
     cache_dir: CacheDirOption = None,
     device: DeviceOption = "auto",

@@ -57,7 +57,8 @@ def score(
         typer.Option(help="Scoring method (see `cleanpairs methods`) [default: the benchmark's best]."),
     ] = None,
     encoder: Annotated[
-        str, typer.Option(help="offline, openclip:ARCH/TAG, openclip:ARCH:PATH or precomputed.")
+        str,
+        typer.Option(help="offline, offline-large, openclip:ARCH/TAG, openclip:ARCH:PATH or precomputed."),
     ] = "offline",
     param: Annotated[
         list[str] | None, typer.Option("--param", help="Method hyperparameter NAME=VALUE (repeatable).")

