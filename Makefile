@@ -63,6 +63,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/stability.py --rates 0.2,0.8 --seeds 0,1 --out $(BENCH_OUT)/stability.md
 	$(BIN)/python benchmarks/scale.py --sizes 100000,1000000,10000000 --methods similarity,ncr --out $(BENCH_OUT)/scale.md
 	$(BIN)/python benchmarks/threads.py --out $(BENCH_OUT)/threads.md
+	$(BIN)/python benchmarks/cache_index.py | grep '^|' > $(BENCH_OUT)/cache_index.md
+	$(BIN)/python benchmarks/rematch_shards.py | grep '^|' > $(BENCH_OUT)/rematch_shards.md
 	$(BIN)/python benchmarks/encoders.py
 	$(BIN)/python benchmarks/compose.py
 

@@ -37,6 +37,20 @@ same run on the ray engine (a local 2-CPU Ray started by the run), against the u
 run; "same output" compares every shard's `cp_*` columns byte for byte.
 """
 
+REMATCH_SHARDS = """### Rematch across shards (`benchmarks/rematch_shards.py`)
+
+`score SHARDS/ -o OUT/ --rematch` (similarity, precomputed embeddings) on one corpus of 50,000
+pairs cut into 1, 10 and 100 shards: the rematch step's wall time and the peak RSS of the run;
+memory does not grow with the number of shards.
+"""
+
+CACHE_INDEX = """### Embedding cache index (`benchmarks/cache_index.py`)
+
+Looking up 10,000 keys (half of them cached) in a synthetic cache of 10^6 and 10^7 keys, each in
+a fresh process: the on-disk sorted index when first built, when already on disk, and the
+per-key Python dict earlier versions held.
+"""
+
 THREADS = """## CPU threads (`benchmarks/threads.py`)
 
 Fit time of each method on Flickr8k train (30,000 pairs, 40% shuffled, cached embeddings), each
@@ -63,7 +77,9 @@ def main() -> None:
         parts.append(stability.read_text())
     if "rematch_scale" in data:
         parts.append(rematch.render(data["rematch_scale"]))
-    for name, heading in (("scale.md", SCALE), ("threads.md", THREADS)):
+    sections = (("scale.md", SCALE), ("rematch_shards.md", REMATCH_SHARDS), ("cache_index.md", CACHE_INDEX),
+                ("threads.md", THREADS))  # fmt: skip
+    for name, heading in sections:
         if (BENCH / name).exists():
             parts.append(heading + "\n" + (BENCH / name).read_text())
     encoders = BENCH / "encoders.md"
