@@ -29,6 +29,7 @@ PARAMS: dict[str, dict[str, str]] = {
     "crcl": {"stages": "1,1", "warmup_epochs": "1"},
     "ncr": {"warmup_epochs": "1", "epochs": "2", "noisy_from": "0.5"},
     "mscn": {"warmup_epochs": "1", "epochs": "2", "meta_warmup_steps": "20"},
+    "robust": {"ncr_epochs": "2", "crcl_stages": "1,1"},
 }
 DEFAULT_PARAMS = {"warmup_epochs": "1", "epochs": "2"}
 TRUSTED_PAIRS = 40

@@ -35,6 +35,18 @@ def _check_stages(checked: dict[str, Any]) -> None:
     parse_stages(checked["stages"])
 
 
+def _check_robust(checked: dict[str, Any]) -> None:
+    parse_stages(checked["crcl_stages"])
+    for name in ("batch_size", "dim"):
+        if checked[name] == 1:
+            raise ParameterError(
+                f"The {name!r} parameter of robust must be 0 (each component's own) or at least 2. "
+                "Got 1 instead."
+            )
+    if checked["share_high"] < checked["share_low"]:
+        raise ParameterError("The 'share_high' parameter of robust must be at least its 'share_low'.")
+
+
 CRCL = MethodSpec(
     name="crcl",
     summary="CRCL (NeurIPS'23): active complementary loss, momentum label refinement across restarts",
@@ -228,6 +240,36 @@ RCAR = MethodSpec(
     },
 )
 
+ROBUST = MethodSpec(
+    name="robust",
+    summary=(
+        "ncr and crcl fit side by side, combined by rank, weighted towards crcl as the noise "
+        "is shared by whole images (the default)"
+    ),
+    module="cleanpairs.methods.robust",
+    params={
+        "share_low": Param(
+            float,
+            0.5,
+            "image share of the combined statistic's variance at and below which it follows ncr alone",
+            low=-1,
+            high=1,
+        ),
+        "share_high": Param(
+            float,
+            0.7,
+            "image share at and above which it follows crcl alone (linear between)",
+            low=-1,
+            high=1,
+        ),
+        "ncr_epochs": Param(int, 6, "ncr's co-training epochs after its warm-up", low=1),
+        "crcl_stages": Param(str, "1,1,1,3", "crcl's epochs after the warm-up of each stage"),
+        "batch_size": Param(int, 0, "pairs per batch of both components (0: each its own default)", low=0),
+        "dim": Param(int, 0, "shared embedding size of both components (0: each its own default)", low=0),
+    },
+    validate=_check_robust,
+)
+
 SIMILARITY = MethodSpec(
     name="similarity",
     summary="baseline: pair cosine (trained heads when the encoder is not aligned) + 2-GMM split",
@@ -284,6 +326,6 @@ TSVC = MethodSpec(
 
 
 METHOD_SPECS: dict[str, MethodSpec] = {
-    spec.name: spec for spec in (CRCL, L2RM, MSCN, NCR, RCAR, SIMILARITY, TSVC)
+    spec.name: spec for spec in (CRCL, L2RM, MSCN, NCR, RCAR, ROBUST, SIMILARITY, TSVC)
 }
 """Every method shipped with cleanpairs, by name."""

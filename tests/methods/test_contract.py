@@ -18,6 +18,7 @@ FAST = {
     "l2rm": {"batch_size": 32, "warmup_epochs": 5, "epochs": 6},
     "mscn": {"batch_size": 32, "warmup_epochs": 5, "epochs": 10},
     "rcar": {"batch_size": 32, "warmup_epochs": 5, "epochs": 6},
+    "robust": {"batch_size": 32, "ncr_epochs": 4, "crcl_stages": "2,2,2,6"},
     "tsvc": {"batch_size": 32, "warmup_epochs": 2, "epochs": 4},
 }
 
@@ -145,8 +146,9 @@ AUROC_AGREEMENT = 0.01
 # REFERENCE = 64, seeds 0-3, the largest drops were: similarity 0.001, crcl 0.004, mscn 0.004,
 # tsvc 0.006, rcar 0.014, l2rm 0.020, ncr 0.052 (seed 0, the seed used here). On 180 fit pairs
 # the heads memorise their fit pairs' clean captions, and ncr's two copies most: its raw loss
-# separates the held-out half at 0.90 where it separates the fit half at 0.97.
-HELD_OUT_MARGIN = {"l2rm": 0.03, "ncr": 0.07}
+# separates the held-out half at 0.90 where it separates the fit half at 0.97. robust follows ncr
+# on this caption-level noise and inherits its drop (0.052 at seed 0).
+HELD_OUT_MARGIN = {"l2rm": 0.03, "ncr": 0.07, "robust": 0.07}
 
 
 def halves(seed=0):

@@ -1,0 +1,202 @@
+"""``robust``: NCR and CRCL fit side by side, weighted per corpus by the kind of noise it shows.
+
+Not a paper's method: a combination of two of them, the project's default (issue #18). No
+single paper method is good under every kind of noise (docs/benchmarks.md): ``ncr`` ranks
+shuffled and near-miss captions best but calls a third of the pairs of whole mislabelled
+images clean (complete noise 40%: AUROC 0.897), where ``crcl``'s restarts forget what the heads
+memorised (0.960) but rank shuffled and near-miss captions worse.
+
+1. Both components are fit on the corpus with their own defaults (:func:`fit_components`).
+2. Each one's clean posterior is read as its rank share on the corpus (:func:`rank_share`):
+   the posteriors rank as their statistics do (docs/methods.md, "Posteriors that rank"), and
+   ranks put the two on one scale.
+3. The kind of noise is read off the corpus without the truth (:func:`image_share`): where
+   whole images carry wrong captions, the pairs' cleanness is shared by the captions of an
+   image (an intraclass correlation near 1); where single captions are wrong, it is not
+   (near 0, whatever the rate). The combined statistic leans on ``crcl`` as that share rises
+   (:func:`crcl_weight`, :func:`combine`).
+4. One Gaussian mixture over the combined statistic gives ``cp_p_clean``, ranked like it
+   (:func:`cleanpairs.core.mixture.fit_gmm_split`).
+
+Unseen pairs (:meth:`RobustScorer.score_pairs`) are scored by both fitted components, their
+posteriors carried onto the fit corpus's rank shares (quantile maps kept from the fit), combined
+with the fit's weight and mapped by the fit's mixture.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cleanpairs.contract import Heads
+from cleanpairs.core.agreement import AgreementSplit
+from cleanpairs.core.mixture import fit_gmm_split, map_quantiles, quantile_knots
+from cleanpairs.errors import InputError
+from cleanpairs.methods import specs
+from cleanpairs.methods.base import FittedState, PairEmbeddings, PairScorer, PairScores
+from cleanpairs.methods.registry import get_method, register
+
+COMPONENTS = ("ncr", "crcl")
+"""The combined methods: the one that leads under caption-level noise, then the one that leads
+under image-level noise."""
+
+
+def rank_share(values: np.ndarray) -> np.ndarray:
+    """Each value's mid-rank among ``values``, scaled into (0, 1)."""
+    x = np.asarray(values, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    # Ties share their mean rank, so equal posteriors stay equal.
+    _, where, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ranks = np.bincount(where, weights=ranks)[where] / counts[where]
+    return (ranks + 1) / (len(x) + 1)
+
+
+def image_share(statistic: np.ndarray, image_index: np.ndarray) -> float | None:
+    """The share of the statistic's variance that lies between images (ANOVA intraclass
+    correlation, ICC(1), with the mean image size of unbalanced groups).
+
+    About 0 when pairs are clean or noisy one by one, about 1 when all captions of an image
+    are. ``None`` when no image has two captions (nothing to compare within an image).
+    """
+    x = np.asarray(statistic, dtype=np.float64)
+    _, groups = np.unique(image_index, return_inverse=True)
+    sizes = np.bincount(groups).astype(np.float64)
+    n, k = len(x), len(sizes)
+    if k < 2 or n - k < 1:
+        return None
+    sums = np.bincount(groups, weights=x)
+    within = float(((x - (sums / sizes)[groups]) ** 2).sum()) / (n - k)
+    between = float((sums**2 / sizes).sum() - x.sum() ** 2 / n) / (k - 1)
+    size = (n - (sizes**2).sum() / n) / (k - 1)
+    denominator = between + (size - 1) * within
+    return float((between - within) / denominator) if denominator > 0 else 0.0
+
+
+def crcl_weight(share: float | None, low: float, high: float) -> float:
+    """How much the combined statistic follows ``crcl``: 0 below ``low`` image share, 1 above
+    ``high``, linear between; 0 when the share cannot be measured (one caption per image, where
+    image-level noise is caption-level noise)."""
+    if share is None:
+        return 0.0
+    if high <= low:
+        return float(share >= high)
+    return float(np.clip((share - low) / (high - low), 0.0, 1.0))
+
+
+def combine(ncr_share: np.ndarray, crcl_share: np.ndarray, weight: float) -> np.ndarray:
+    """The combined cleanness: the components' rank shares averaged with ``weight`` on crcl's."""
+    return (1.0 - weight) * np.asarray(ncr_share) + weight * np.asarray(crcl_share)
+
+
+def component_params(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each component's parameters: its defaults, with those ``robust`` forwards (0: keep)."""
+    ncr: dict[str, Any] = {"epochs": params["ncr_epochs"]}
+    crcl: dict[str, Any] = {"stages": params["crcl_stages"]}
+    for name in ("batch_size", "dim"):
+        if params[name]:
+            ncr[name] = crcl[name] = params[name]
+    return {"ncr": ncr, "crcl": crcl}
+
+
+@register
+class RobustScorer(PairScorer):
+    """NCR and CRCL combined by rank, weighted by how much of the noise is shared within images."""
+
+    spec = specs.ROBUST
+
+    def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
+        self.components_ = self._fit_components(pairs, params)
+        found = {name: scorer.score() for name, scorer in self.components_.items()}
+        shares = {name: rank_share(scores.p_clean) for name, scores in found.items()}
+        share = image_share(shares["ncr"] + shares["crcl"], pairs.image_index)
+        weight = crcl_weight(share, params["share_low"], params["share_high"])
+        cleanness = combine(shares["ncr"], shares["crcl"], weight)
+        p_clean, mapping = fit_gmm_split(cleanness, seed=self.seed, higher_is_clean=True)
+        self.state_ = FittedState(
+            {},
+            {"p_clean": AgreementSplit.plain(mapping)},
+            arrays={f"{name}_knots": quantile_knots(found[name].p_clean, shares[name]) for name in found},
+            scalars={"crcl_weight": weight, "image_share": share},
+        )
+        return PairScores.without_rematch(
+            p_clean,
+            self._mix(weight, found, "soft_label"),
+            self._mix(weight, found, "similarity"),
+            heads=self._leading(weight, found).heads,
+            info={
+                "epochs_run": sum(s.info["epochs_run"] for s in found.values()),
+                "crcl_weight": weight,
+                "image_share": share,
+            },
+        )
+
+    def _fit_components(self, pairs: PairEmbeddings, params: dict[str, Any]) -> dict[str, PairScorer]:
+        """Both components fit on ``pairs`` with this run's seed; their epochs shown one after
+        the other to ``on_epoch``."""
+        fitted: dict[str, PairScorer] = {}
+        offset = 0
+        for name, values in component_params(params).items():
+            watch = None
+            if self.on_epoch is not None:
+                watch = (lambda first: lambda epoch, heads: self.on_epoch(first + epoch, heads))(offset)
+            scorer = get_method(name)(seed=self.seed, device=self.device, on_epoch=watch, **values)
+            fitted[name] = scorer.fit(pairs)
+            offset += fitted[name].score().info["epochs_run"]
+        return fitted
+
+    @staticmethod
+    def _mix(weight: float, found: dict[str, PairScores], field: str) -> np.ndarray:
+        ncr, crcl = (getattr(found[name], field) for name in COMPONENTS)
+        return combine(ncr, crcl, weight).astype(np.float32)
+
+    @staticmethod
+    def _leading(weight: float, found: dict[str, Any]) -> Any:
+        """The component the combined statistic follows most (ncr on a tie)."""
+        return found["crcl" if weight > 0.5 else "ncr"]
+
+    def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
+        """Both components' scores, carried onto the fit corpus's rank shares, combined with the
+        fit's weight and mapped by the fit's mixture."""
+        state = self.state_
+        weight = float(state.scalars["crcl_weight"])
+        found = {name: scorer.score_pairs(pairs) for name, scorer in self.components_.items()}
+        shares = {name: map_quantiles(found[name].p_clean, state.arrays[f"{name}_knots"]) for name in found}
+        cleanness = combine(shares["ncr"], shares["crcl"], weight)
+        p_clean = state.splits["p_clean"].posterior(cleanness)
+        return PairScores.without_rematch(
+            p_clean, self._mix(weight, found, "soft_label"), self._mix(weight, found, "similarity")
+        )
+
+    def _heads(self) -> Heads | None:
+        weight = float(self.state_.scalars["crcl_weight"])
+        return self._leading(weight, self.components_)._heads()
+
+    def fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The combination's own state (its mixture, quantile maps and weight) with each
+        component's fitted state nested under ``components``."""
+        manifest, tensors = super().fitted_state()
+        manifest["components"] = {}
+        for name, scorer in self.components_.items():
+            manifest["components"][name], parts = scorer.fitted_state()
+            tensors.update({f"components.{name}.{key}": value for key, value in parts.items()})
+        return manifest, tensors
+
+    @classmethod
+    def from_fitted_state(
+        cls, manifest: dict[str, Any], tensors: dict[str, Any], *, device: str = "auto"
+    ) -> PairScorer:
+        """A robust scorer rebuilt with its components from :meth:`fitted_state`'s output."""
+        scorer = super().from_fitted_state(manifest, tensors, device=device)
+        nested = manifest.get("components")
+        if not isinstance(nested, dict) or sorted(nested) != sorted(COMPONENTS):
+            raise InputError(f"the fitted {cls.name} scorer cannot be rebuilt: lacks 'components'")
+        components = {}
+        for name in COMPONENTS:
+            prefix = f"components.{name}."
+            parts = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            components[name] = get_method(name).from_fitted_state(nested[name], parts, device=device)
+        scorer.components_ = components
+        return scorer
