@@ -31,7 +31,7 @@ import numpy as np
 
 from cleanpairs.contract import Heads
 from cleanpairs.core.agreement import AgreementSplit
-from cleanpairs.core.mixture import fit_gmm_split, map_quantiles, quantile_knots
+from cleanpairs.core.mixture import fit_gmm_split
 from cleanpairs.errors import InputError
 from cleanpairs.methods import specs
 from cleanpairs.methods.base import FittedState, PairEmbeddings, PairScorer, PairScores
@@ -42,16 +42,16 @@ COMPONENTS = ("ncr", "crcl")
 under image-level noise."""
 
 
-def rank_share(values: np.ndarray) -> np.ndarray:
-    """Each value's mid-rank among ``values``, scaled into (0, 1)."""
-    x = np.asarray(values, dtype=np.float64)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x))
-    # Ties share their mean rank, so equal posteriors stay equal.
-    _, where, counts = np.unique(x, return_inverse=True, return_counts=True)
-    ranks = np.bincount(where, weights=ranks)[where] / counts[where]
-    return (ranks + 1) / (len(x) + 1)
+LOG_ODDS_CLIP = 1e-7
+"""Posteriors are held this far from 0 and 1 before their log-odds are taken (float32 resolves
+about 6e-8 near 1, so only exact 0s and 1s and their nearest neighbours are moved)."""
+
+
+def log_odds(posterior: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` of a clean posterior, float64: it orders pairs as the posterior does,
+    and keeps its two modes apart (ranks would flatten them into one uniform spread)."""
+    p = np.clip(np.asarray(posterior, dtype=np.float64), LOG_ODDS_CLIP, 1 - LOG_ODDS_CLIP)
+    return np.log(p) - np.log1p(-p)
 
 
 def image_share(statistic: np.ndarray, image_index: np.ndarray) -> float | None:
@@ -86,9 +86,29 @@ def crcl_weight(share: float | None, low: float, high: float) -> float:
     return float(np.clip((share - low) / (high - low), 0.0, 1.0))
 
 
-def combine(ncr_share: np.ndarray, crcl_share: np.ndarray, weight: float) -> np.ndarray:
-    """The combined cleanness: the components' rank shares averaged with ``weight`` on crcl's."""
-    return (1.0 - weight) * np.asarray(ncr_share) + weight * np.asarray(crcl_share)
+def combine(ncr: np.ndarray, crcl: np.ndarray, weight: float) -> np.ndarray:
+    """The components' values averaged with ``weight`` on crcl's (on log-odds: a weighted
+    geometric pooling of their odds)."""
+    return (1.0 - weight) * np.asarray(ncr) + weight * np.asarray(crcl)
+
+
+def others_mean(values: np.ndarray, image_index: np.ndarray) -> np.ndarray:
+    """Each pair's mean of ``values`` over the other captions of its image (its own value where
+    it is its image's only caption)."""
+    x = np.asarray(values, dtype=np.float64)
+    _, groups = np.unique(image_index, return_inverse=True)
+    sizes = np.bincount(groups)[groups]
+    others = np.bincount(groups, weights=x)[groups] - x
+    return np.where(sizes > 1, others / np.maximum(sizes - 1, 1), x)
+
+
+def centre_in_image(cleanness: np.ndarray, image_index: np.ndarray, share: float) -> np.ndarray:
+    """``cleanness`` less ``share`` of its mean over the image's other captions.
+
+    Under caption-level noise how well an image's captions match at all (a generic photo, a
+    crowded one) is shared by them and says nothing of which caption is wrong; taking a little
+    of it away compares each caption with its siblings."""
+    return np.asarray(cleanness, dtype=np.float64) - share * others_mean(cleanness, image_index)
 
 
 def component_params(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -110,15 +130,14 @@ class RobustScorer(PairScorer):
     def _fit(self, pairs: PairEmbeddings, **params: Any) -> PairScores:
         self.components_ = self._fit_components(pairs, params)
         found = {name: scorer.score() for name, scorer in self.components_.items()}
-        shares = {name: rank_share(scores.p_clean) for name, scores in found.items()}
-        share = image_share(shares["ncr"] + shares["crcl"], pairs.image_index)
+        odds = {name: log_odds(scores.p_clean) for name, scores in found.items()}
+        share = image_share(odds["ncr"] + odds["crcl"], pairs.image_index)
         weight = crcl_weight(share, params["share_low"], params["share_high"])
-        cleanness = combine(shares["ncr"], shares["crcl"], weight)
+        cleanness = self._combined(odds, weight, pairs.image_index)
         p_clean, mapping = fit_gmm_split(cleanness, seed=self.seed, higher_is_clean=True)
         self.state_ = FittedState(
             {},
             {"p_clean": AgreementSplit.plain(mapping)},
-            arrays={f"{name}_knots": quantile_knots(found[name].p_clean, shares[name]) for name in found},
             scalars={"crcl_weight": weight, "image_share": share},
         )
         return PairScores.without_rematch(
@@ -147,6 +166,12 @@ class RobustScorer(PairScorer):
             offset += fitted[name].score().info["epochs_run"]
         return fitted
 
+    def _combined(self, odds: dict[str, np.ndarray], weight: float, image_index: np.ndarray) -> np.ndarray:
+        """The combined statistic: the log-odds pooled, then centred within images as far as
+        the noise is caption-level (``1 - weight``)."""
+        pooled = combine(odds["ncr"], odds["crcl"], weight)
+        return centre_in_image(pooled, image_index, self.params_["image_centering"] * (1.0 - weight))
+
     @staticmethod
     def _mix(weight: float, found: dict[str, PairScores], field: str) -> np.ndarray:
         ncr, crcl = (getattr(found[name], field) for name in COMPONENTS)
@@ -158,13 +183,12 @@ class RobustScorer(PairScorer):
         return found["crcl" if weight > 0.5 else "ncr"]
 
     def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
-        """Both components' scores, carried onto the fit corpus's rank shares, combined with the
-        fit's weight and mapped by the fit's mixture."""
+        """Both components' posteriors, combined with the fit's weight and mapped by the fit's mixture."""
         state = self.state_
         weight = float(state.scalars["crcl_weight"])
         found = {name: scorer.score_pairs(pairs) for name, scorer in self.components_.items()}
-        shares = {name: map_quantiles(found[name].p_clean, state.arrays[f"{name}_knots"]) for name in found}
-        cleanness = combine(shares["ncr"], shares["crcl"], weight)
+        odds = {name: log_odds(scores.p_clean) for name, scores in found.items()}
+        cleanness = self._combined(odds, weight, pairs.image_index)
         p_clean = state.splits["p_clean"].posterior(cleanness)
         return PairScores.without_rematch(
             p_clean, self._mix(weight, found, "soft_label"), self._mix(weight, found, "similarity")

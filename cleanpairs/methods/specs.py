@@ -262,6 +262,14 @@ ROBUST = MethodSpec(
             low=-1,
             high=1,
         ),
+        "image_centering": Param(
+            float,
+            0.1,
+            "share of the mean over an image's other captions taken off each caption's combined "
+            "statistic, scaled by ncr's weight (0: none)",
+            low=0,
+            high=1,
+        ),
         "ncr_epochs": Param(int, 6, "ncr's co-training epochs after its warm-up", low=1),
         "crcl_stages": Param(str, "1,1,1,3", "crcl's epochs after the warm-up of each stage"),
         "batch_size": Param(int, 0, "pairs per batch of both components (0: each its own default)", low=0),
