@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check cleanpairs cli tests benchmarks
 
 # `make bench` measures everything again (about 1.5 hours on 2 idle cores: each noise case fits
-# seven methods and trains nine retrieval models; one seed, the stability benchmark covers seeds).
+# eight methods and trains nine retrieval models; one seed, the stability benchmark covers seeds).
 # `make bench RESUME=1` keeps the runs of docs/bench/results.csv and adds only the missing ones.
 FLICKR := ../shared/data/flickr8k
 BENCH_OUT := docs/bench

@@ -80,7 +80,11 @@ def test_unscorable_rows_stay_with_a_reason(tmp_path, cache_dir):
     table[2]["caption"] = "   "
     pq.write_table(pa.Table.from_pylist(table), tmp_path / "pairs.parquet")
     run = score_corpus(
-        tmp_path / "pairs.parquet", params={"epochs": 2}, cache_dir=cache_dir, device="cpu", progress=False
+        tmp_path / "pairs.parquet",
+        params={"ncr_epochs": 2, "crcl_stages": "1"},  # the default method, robust, made quick
+        cache_dir=cache_dir,
+        device="cpu",
+        progress=False,
     )
     out = pq.read_table(run.output)
     status = out.column("cp_status").to_pylist()
@@ -107,8 +111,8 @@ def test_the_input_is_never_overwritten(noisy_flickr, cache_dir):
 def test_bad_method_parameter_fails_before_any_work(noisy_flickr, tmp_path):
     from cleanpairs.errors import ParameterError
 
-    with pytest.raises(ParameterError, match="'epochs' parameter"):
-        score_corpus(noisy_flickr, tmp_path / "o.parquet", params={"epochs": "-1"}, progress=False)
+    with pytest.raises(ParameterError, match="'ncr_epochs' parameter"):
+        score_corpus(noisy_flickr, tmp_path / "o.parquet", params={"ncr_epochs": "-1"}, progress=False)
     assert not (tmp_path / "o.parquet").exists()
 
 

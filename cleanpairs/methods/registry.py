@@ -16,9 +16,9 @@ from cleanpairs.methods.specs import METHOD_SPECS
 _SPECS: dict[str, MethodSpec] = dict(METHOD_SPECS)
 _CLASSES: dict[str, type[PairScorer]] = {}
 
-DEFAULT_METHOD = "ncr"
-"""The best method of our benchmark (docs/benchmarks.md): the highest detection AUROC at every
-noise rate among the methods that need nothing but the corpus."""
+DEFAULT_METHOD = "robust"
+"""The method whose worst detection AUROC over our benchmark's kinds of noise is the highest
+(docs/benchmarks.md, docs/methods.md "robust"): a user does not know which kind their corpus has."""
 
 
 def register(cls: type[PairScorer]) -> type[PairScorer]:

@@ -150,7 +150,11 @@ def test_demo_corpus_then_short_form_score_as_a_real_process(tmp_path, cache_dir
     images = pq.read_table(corpus).column("image").to_pylist()
     assert all(not os.path.isabs(p) for p in images)
     done = subprocess.run(
-        [exe, "score", corpus, "--param", "epochs=2"], capture_output=True, text=True, env=env, check=False
+        [exe, "score", corpus, "--param", "ncr_epochs=2", "--param", "crcl_stages=1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "demo" / "pairs.scores.parquet").exists()

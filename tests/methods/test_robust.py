@@ -86,3 +86,16 @@ def test_it_follows_crcl_when_whole_images_are_wrong_and_ncr_when_single_caption
     assert weight == (1.0 if follows == "crcl" else 0.0), scores.info
     followed = scorer.components_[follows].score().p_clean
     assert roc_auc_score(clean, scores.p_clean) == pytest.approx(roc_auc_score(clean, followed), abs=1e-9)
+
+
+def test_a_sharded_run_saves_a_robust_scorer_that_scores_the_shards_again_identically(tmp_path):
+    from cleanpairs.sharded import score_shards
+    from tests.test_sharded import OPTIONS, files, noisy_shards
+
+    shards = noisy_shards(tmp_path / "in")
+    quick = {"ncr_epochs": 2, "crcl_stages": "1", "batch_size": 32}
+    score_shards(shards, tmp_path / "out", method="robust", fit_pairs=100, params=quick,
+                 save_scorer_to=tmp_path / "scorer", **OPTIONS)  # fmt: skip
+    applied = score_shards(shards, tmp_path / "applied", scorer=tmp_path / "scorer", **OPTIONS)
+    assert not applied.fitted and applied.method == "robust"
+    assert files(tmp_path / "applied") == files(tmp_path / "out")
