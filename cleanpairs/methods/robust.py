@@ -7,20 +7,22 @@ images clean (complete noise 40%: AUROC 0.897), where ``crcl``'s restarts forget
 memorised (0.960) but rank shuffled and near-miss captions worse.
 
 1. Both components are fit on the corpus with their own defaults (:func:`fit_components`).
-2. Each one's clean posterior is read as its rank share on the corpus (:func:`rank_share`):
-   the posteriors rank as their statistics do (docs/methods.md, "Posteriors that rank"), and
-   ranks put the two on one scale.
+2. Each one's clean posterior is read as its log-odds (:func:`log_odds`): the posteriors rank
+   as their statistics do (docs/methods.md, "Posteriors that rank"), and the log-odds keep
+   their two modes apart for the final mixture.
 3. The kind of noise is read off the corpus without the truth (:func:`image_share`): where
    whole images carry wrong captions, the pairs' cleanness is shared by the captions of an
    image (an intraclass correlation near 1); where single captions are wrong, it is not
    (near 0, whatever the rate). The combined statistic leans on ``crcl`` as that share rises
-   (:func:`crcl_weight`, :func:`combine`).
+   (:func:`crcl_weight`, :func:`combine`), and each caption's statistic is joined by its
+   image's other captions', added where the noise is image-level and a little taken away where
+   it is caption-level (:func:`image_coefficient`).
 4. One Gaussian mixture over the combined statistic gives ``cp_p_clean``, ranked like it
    (:func:`cleanpairs.core.mixture.fit_gmm_split`).
 
-Unseen pairs (:meth:`RobustScorer.score_pairs`) are scored by both fitted components, their
-posteriors carried onto the fit corpus's rank shares (quantile maps kept from the fit), combined
-with the fit's weight and mapped by the fit's mixture.
+Unseen pairs (:meth:`RobustScorer.score_pairs`) are scored by both fitted components, combined
+with the fit's weight (the image term among the other captions of their image in the same call)
+and mapped by the fit's mixture.
 """
 
 from __future__ import annotations
@@ -102,13 +104,18 @@ def others_mean(values: np.ndarray, image_index: np.ndarray) -> np.ndarray:
     return np.where(sizes > 1, others / np.maximum(sizes - 1, 1), x)
 
 
-def centre_in_image(cleanness: np.ndarray, image_index: np.ndarray, share: float) -> np.ndarray:
-    """``cleanness`` less ``share`` of its mean over the image's other captions.
+def image_coefficient(weight: float, pooling: float, centring: float) -> float:
+    """How much of the mean over an image's other captions joins a caption's statistic: as far as
+    the noise is image-level (``weight``), its siblings share its fate and are evidence for it
+    (``+pooling``); as far as it is caption-level, how well an image's captions match at all (a
+    generic photo, a crowded one) is a level shared by them that says nothing of which one is
+    wrong, and a little of it is taken away (``-centring``)."""
+    return weight * pooling - (1.0 - weight) * centring
 
-    Under caption-level noise how well an image's captions match at all (a generic photo, a
-    crowded one) is shared by them and says nothing of which caption is wrong; taking a little
-    of it away compares each caption with its siblings."""
-    return np.asarray(cleanness, dtype=np.float64) - share * others_mean(cleanness, image_index)
+
+def with_image_term(cleanness: np.ndarray, image_index: np.ndarray, coefficient: float) -> np.ndarray:
+    """``cleanness`` plus ``coefficient`` times its mean over the image's other captions."""
+    return np.asarray(cleanness, dtype=np.float64) + coefficient * others_mean(cleanness, image_index)
 
 
 def component_params(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -167,10 +174,12 @@ class RobustScorer(PairScorer):
         return fitted
 
     def _combined(self, odds: dict[str, np.ndarray], weight: float, image_index: np.ndarray) -> np.ndarray:
-        """The combined statistic: the log-odds pooled, then centred within images as far as
-        the noise is caption-level (``1 - weight``)."""
+        """The combined statistic: the log-odds pooled, then joined by the image's other captions
+        as the kind of noise says (:func:`image_coefficient`)."""
         pooled = combine(odds["ncr"], odds["crcl"], weight)
-        return centre_in_image(pooled, image_index, self.params_["image_centering"] * (1.0 - weight))
+        params = self.params_
+        coefficient = image_coefficient(weight, params["image_pooling"], params["image_centring"])
+        return with_image_term(pooled, image_index, coefficient)
 
     @staticmethod
     def _mix(weight: float, found: dict[str, PairScores], field: str) -> np.ndarray:

@@ -262,11 +262,18 @@ ROBUST = MethodSpec(
             low=-1,
             high=1,
         ),
-        "image_centering": Param(
+        "image_pooling": Param(
+            float,
+            0.25,
+            "share of the mean over an image's other captions added to each caption's combined "
+            "statistic, times crcl's weight (image-level noise: siblings share a caption's fate)",
+            low=0,
+        ),
+        "image_centring": Param(
             float,
             0.1,
-            "share of the mean over an image's other captions taken off each caption's combined "
-            "statistic, scaled by ncr's weight (0: none)",
+            "share of that mean taken away, times ncr's weight (caption-level noise: an image's "
+            "level says nothing of which caption is wrong)",
             low=0,
             high=1,
         ),

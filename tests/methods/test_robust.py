@@ -8,12 +8,13 @@ from sklearn.metrics import roc_auc_score
 from cleanpairs.errors import ParameterError
 from cleanpairs.methods import PairEmbeddings, get_method
 from cleanpairs.methods.robust import (
-    centre_in_image,
     combine,
     crcl_weight,
+    image_coefficient,
     image_share,
     log_odds,
     others_mean,
+    with_image_term,
 )
 from cleanpairs.noise import inject_noise
 from tests.methods.test_contract import synthetic_pairs
@@ -38,8 +39,24 @@ def test_centring_within_images_removes_a_level_shared_by_an_image_s_captions():
     level = rng.normal(size=300)[image_index]  # how well the image's captions match at all
     cleanness = clean + level
     before = roc_auc_score(clean, cleanness)
-    after = roc_auc_score(clean, centre_in_image(cleanness, image_index, 0.5))
+    after = roc_auc_score(clean, with_image_term(cleanness, image_index, -0.5))
     assert after > before + 0.05, (before, after)
+
+
+def test_siblings_are_evidence_where_whole_images_are_wrong():
+    rng = np.random.default_rng(0)
+    image_index = np.repeat(np.arange(300), 5)
+    clean = (rng.random(300) > 0.4)[image_index]
+    cleanness = clean + rng.normal(size=1500)
+    before = roc_auc_score(clean, cleanness)
+    after = roc_auc_score(clean, with_image_term(cleanness, image_index, 0.5))
+    assert after > before + 0.05, (before, after)
+
+
+def test_the_image_term_adds_siblings_for_image_level_noise_and_takes_some_away_otherwise():
+    assert image_coefficient(1.0, 0.5, 0.1) == 0.5
+    assert image_coefficient(0.0, 0.5, 0.1) == -0.1
+    assert image_coefficient(0.5, 0.5, 0.1) == pytest.approx(0.2)
 
 
 def test_image_share_is_near_one_for_image_level_cleanness_and_near_zero_for_caption_level():
@@ -79,8 +96,9 @@ def noisy_corpus(kind):
 @pytest.mark.parametrize("kind, follows", [("complete", "crcl"), ("shuffle", "ncr")])
 def test_it_follows_crcl_when_whole_images_are_wrong_and_ncr_when_single_captions_are(kind, follows):
     pairs, clean = noisy_corpus(kind)
-    # Without centring within images, the combined posterior ranks as the followed component's.
-    scorer = get_method("robust")(seed=0, device="cpu", image_centering=0.0, **FAST).fit(pairs)
+    # Without the image term, the combined posterior ranks as the followed component's.
+    quick = {**FAST, "image_pooling": 0.0, "image_centring": 0.0}
+    scorer = get_method("robust")(seed=0, device="cpu", **quick).fit(pairs)
     scores = scorer.score()
     weight = scores.info["crcl_weight"]
     assert weight == (1.0 if follows == "crcl" else 0.0), scores.info
