@@ -243,8 +243,8 @@ RCAR = MethodSpec(
 ROBUST = MethodSpec(
     name="robust",
     summary=(
-        "ncr and crcl fit side by side, combined by rank, weighted towards crcl as the noise "
-        "is shared by whole images (the default)"
+        "ncr and crcl fit side by side, their posteriors pooled, leaning on crcl as far as the "
+        "noise is shared by whole images"
     ),
     module="cleanpairs.methods.robust",
     params={
