@@ -101,7 +101,7 @@ def test_demo_corpus_writes_pictures_and_truth(corpus: Path):
 
 def test_methods_lists_and_details(cli: Cli):
     listed = [line.split()[0] for line in cli("methods").stdout.splitlines()]
-    assert listed == ["crcl", "l2rm", "mscn", "ncr", "rcar", "similarity", "tsvc"]
+    assert listed == ["crcl", "l2rm", "mscn", "ncr", "rcar", "robust", "similarity", "tsvc"]
     details = cli("methods", "--details", "ncr").stdout
     assert details.startswith("ncr: NCR") and "epochs" in details and "an int in the range" in details
 
