@@ -27,6 +27,7 @@ and mapped by the fit's mixture.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -165,13 +166,18 @@ class RobustScorer(PairScorer):
         fitted: dict[str, PairScorer] = {}
         offset = 0
         for name, values in component_params(params).items():
-            watch = None
-            if self.on_epoch is not None:
-                watch = (lambda first: lambda epoch, heads: self.on_epoch(first + epoch, heads))(offset)
+            watch = self._watcher(offset)
             scorer = get_method(name)(seed=self.seed, device=self.device, on_epoch=watch, **values)
             fitted[name] = scorer.fit(pairs)
             offset += fitted[name].score().info["epochs_run"]
         return fitted
+
+    def _watcher(self, offset: int) -> Callable[[int, Heads], None] | None:
+        """A component's ``on_epoch``: this run's, its epochs counted after ``offset`` earlier ones."""
+        watch = self.on_epoch
+        if watch is None:
+            return None
+        return lambda epoch, heads: watch(offset + epoch, heads)
 
     def _combined(self, odds: dict[str, np.ndarray], weight: float, image_index: np.ndarray) -> np.ndarray:
         """The combined statistic: the log-odds pooled, then joined by the image's other captions
