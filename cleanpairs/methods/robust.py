@@ -6,7 +6,7 @@ shuffled and near-miss captions best but calls a third of the pairs of whole mis
 images clean (complete noise 40%: AUROC 0.897), where ``crcl``'s restarts forget what the heads
 memorised (0.960) but rank shuffled and near-miss captions worse.
 
-1. Both components are fit on the corpus with their own defaults (:func:`fit_components`).
+1. Both components are fit on the corpus with their own defaults (:meth:`RobustScorer._fit_components`).
 2. Each one's clean posterior is read as its log-odds (:func:`log_odds`): the posteriors rank
    as their statistics do (docs/methods.md, "Posteriors that rank"), and the log-odds keep
    their two modes apart for the final mixture.
