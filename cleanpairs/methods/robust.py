@@ -167,7 +167,9 @@ class RobustScorer(PairScorer):
         offset = 0
         for name, values in component_params(params).items():
             watch = self._watcher(offset)
-            scorer = get_method(name)(seed=self.seed, device=self.device, on_epoch=watch, **values)
+            scorer = get_method(name)(
+                seed=self.seed, device=self.device, threads=self.threads, on_epoch=watch, **values
+            )
             fitted[name] = scorer.fit(pairs)
             offset += fitted[name].score().info["epochs_run"]
         return fitted
@@ -212,6 +214,13 @@ class RobustScorer(PairScorer):
     def _heads(self) -> Heads | None:
         weight = float(self.state_.scalars["crcl_weight"])
         return self._leading(weight, self.components_)._heads()
+
+    def calibrate(self, held_out: PairEmbeddings) -> PairScorer:
+        """Calibrate each component on the held-out pairs, then carry the combination's own
+        mixture onto their combined statistic (:meth:`PairScorer.calibrate`)."""
+        for scorer in self.components_.values():
+            scorer.calibrate(held_out)
+        return super().calibrate(held_out)
 
     def fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The combination's own state (its mixture, quantile maps and weight) with each

@@ -106,9 +106,11 @@ def test_it_follows_crcl_when_whole_images_are_wrong_and_ncr_when_single_caption
     assert roc_auc_score(clean, scores.p_clean) == pytest.approx(roc_auc_score(clean, followed), abs=1e-9)
 
 
-def test_a_sharded_run_saves_a_robust_scorer_that_scores_the_shards_again_identically(tmp_path):
-    from cleanpairs.sharded import score_shards
-    from tests.test_sharded import OPTIONS, files, noisy_shards
+def test_a_sharded_run_saves_a_calibrated_robust_scorer_that_gives_the_run_s_scores_again(tmp_path):
+    import pyarrow as pa
+
+    from cleanpairs.sharded import fit_sample_rows, score_shards
+    from tests.test_sharded import CP, OPTIONS, _column, noisy_shards
 
     shards = noisy_shards(tmp_path / "in")
     quick = {"ncr_epochs": 2, "crcl_stages": "1", "batch_size": 32}
@@ -116,4 +118,13 @@ def test_a_sharded_run_saves_a_robust_scorer_that_scores_the_shards_again_identi
                  save_scorer_to=tmp_path / "scorer", **OPTIONS)  # fmt: skip
     applied = score_shards(shards, tmp_path / "applied", scorer=tmp_path / "scorer", **OPTIONS)
     assert not applied.fitted and applied.method == "robust"
-    assert files(tmp_path / "applied") == files(tmp_path / "out")
+    # A pair whose image has no caption in the fit sample gets the run's scores from the saved
+    # (calibrated) scorer. (The others: the run scores them without their siblings of the fit
+    # sample, which the image term then misses; apply scores the whole shard.)
+    fit_rows = fit_sample_rows([60] * 4, 100, seed=0)
+    image = np.asarray(_column(shards, "image_id").to_pylist())
+    unseen = pa.array(np.flatnonzero(~np.isin(image, image[fit_rows])))
+    assert len(unseen) > 20
+    for name in CP:
+        run, again = (_column(tmp_path / folder, name) for folder in ("out", "applied"))
+        assert run.take(unseen).equals(again.take(unseen)), name
