@@ -274,7 +274,7 @@ CASES = [
     # parameters
     Case("score-unknown-method", ["score", GOOD, "--method", "magic"], "magic"),
     Case("score-unknown-param", [*SCORE, GOOD, "--param", "nope=1"], "nope"),
-    Case("score-param-out-of-range", [*SCORE, GOOD, "--param", "epochs=0"], "epochs"),
+    Case("score-param-out-of-range", [*SCORE, GOOD, "--method", "ncr", "--param", "epochs=0"], "epochs"),
     Case("score-param-without-value", [*SCORE, GOOD, "--param", "epochs"], "name=value"),
     Case("score-unknown-encoder", ["score", GOOD, "--encoder", "clip9000"], "clip9000"),
     Case("score-cuda-without-gpu", [*SCORE, GOOD, "--device", "cuda"], "cuda"),
