@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--methods", default="similarity,ncr")
     parser.add_argument("--compare-size", type=int, default=1_000_000,
                         help="the size whose runs are also resumed after a kill and run on Ray")  # fmt: skip
+    parser.add_argument("--pass-sizes", default="1000000",
+                        help="sizes whose scoring pass is also timed alone and in bare numpy")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path(".bench-cache/scale"))
     parser.add_argument("--out", type=Path, default=Path("docs/bench/scale.md"))
     opts = parser.parse_args()
@@ -161,7 +163,8 @@ def main() -> None:
         for method in opts.methods.split(","):
             out = opts.work / f"scored-{size}-{method}"
             row = {"pairs": size, "method": method}
-            kinds = ["score", "apply", "bare"] + (["resume", "ray"] if size == opts.compare_size else [])
+            kinds = ["score"] + (["apply", "bare"] if str(size) in opts.pass_sizes.split(",") else [])
+            kinds += ["resume", "ray"] if size == opts.compare_size else []
             for kind in kinds:
                 folder = out.with_name(f"{out.name}-{kind}") if kind in ("resume", "ray") else out
                 if kind in ("score", "resume", "ray"):
@@ -183,10 +186,10 @@ def report(rows: list[dict]) -> str:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        ratio = r["bare"]["wall_s"] / max(r["apply"]["wall_s"], 1e-9)
-        score = r["score"]
+        score, apply, bare = r["score"], r.get("apply", {}), r.get("bare", {})
+        ratio = f"{bare['wall_s'] / max(apply['wall_s'], 1e-9):.0%}" if apply else "–"
         lines.append(f"| {r['pairs']:,} | {r['method']} | {score['wall_s']} | {score['peak_rss_mib']} "
-                     f"| {r['apply']['wall_s']} | {r['bare']['wall_s']} | {ratio:.0%} |")  # fmt: skip
+                     f"| {apply.get('wall_s', '–')} | {bare.get('wall_s', '–')} | {ratio} |")  # fmt: skip
     compared = [r for r in rows if "resume" in r]
     if compared:
         lines += ["", "| pairs | method | uninterrupted (s) | killed at ~50% + resumed (s) | ratio "
