@@ -89,14 +89,17 @@ def _row(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="similarity,ncr,crcl,mscn,l2rm,rcar,tsvc")
+    parser.add_argument("--methods", default=None, help="comma-separated; default: every registered method")
     parser.add_argument("--compare", default="ncr", help="methods also fit with 1 and 2 threads forced")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("docs/bench/threads.md"))
     opts = parser.parse_args()
     data = prepare(opts.cache_dir)
     rows = []
-    plan = [(m, "auto") for m in opts.methods.split(",")]
+    from cleanpairs.methods import available_methods
+
+    methods = opts.methods.split(",") if opts.methods else available_methods()
+    plan = [(m, "auto") for m in methods]
     plan += [(m, t) for m in opts.compare.split(",") if m for t in ("1", "2")]
     for method, threads in plan:
         idle = measure(data, method, threads, competing=False)
