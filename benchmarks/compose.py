@@ -28,10 +28,12 @@ Synthetic corpora in 100k-row parquet shards: 128-d float16 precomputed embeddin
 image, each caption a noisy linear map of its image, 40% of captions shuffled; the method is fit
 on a 200,000-pair sample (`--fit-pairs` default) and every shard is scored with the fitted scorer.
 Score wall and peak RSS: the whole `cleanpairs score SHARDS/ -o OUT/ --encoder precomputed`
-command. Scoring pass: `cleanpairs apply` of the run's scorer over the same shards (process start
-included), against `benchmarks/bare_pass.py`, the same heads, statistics and fitted splits applied
-in bare numpy to the same shards, writing the same columns (no checks, statuses, fingerprints,
-metadata or markers; its `cp_p_clean` agrees with ours to 0.004). The second table: the run
+command. Scoring pass: `cleanpairs apply` of the run's scorer over the same shards, against
+`benchmarks/bare_pass.py`, the same heads, statistics and fitted splits applied in bare numpy to
+the same shards, writing the same columns (no checks, statuses, fingerprints, metadata or
+markers; its `cp_p_clean` agrees with ours to 0.004); both timed as whole programs, interpreter
+start and imports included. The ratio is the bare pass's time over ours (our throughput as a
+share of bare numpy's). The second table: the run
 killed with SIGKILL after about half of its shards and started again (the sum of both), and the
 same run on the ray engine (a local 2-CPU Ray started by the run), against the uninterrupted local
 run; "same output" compares every shard's `cp_*` columns byte for byte.
@@ -55,6 +57,12 @@ THREADS = """## CPU threads (`benchmarks/threads.py`)
 
 Fit time of each method on Flickr8k train (30,000 pairs, 40% shuffled, cached embeddings), each
 fit in a fresh process, on an idle machine and beside one busy process (a pure-Python loop).
+cleanpairs fits and scores on one torch thread (`cleanpairs.device.FIT_THREADS`,
+`SCORE_THREADS`; `PairScorer(threads=N)` overrides): the heads are small, so on two idle cores a
+second thread saves about a third of the fit (the forced rows), but as soon as another process
+takes a core every step waits for the thread that lost it, and the fit takes several times as
+long. One thread costs that third when the machine is idle and holds its time when it is not.
+Encoding keeps torch's default threads (large convolutions, each step long enough to share).
 """
 
 

@@ -139,11 +139,16 @@ def one(kind: str, corpus: Path, out: Path, method: str) -> dict:
 
 def measure(kind: str, corpus: Path, out: Path, method: str) -> dict:
     """``one`` in a fresh child process (``ru_maxrss`` of children is the largest so far)."""
+    start = time.perf_counter()
     child = subprocess.run([sys.executable, __file__, "--one", kind, str(corpus), str(out), method],
                            capture_output=True, text=True)  # fmt: skip
+    wall = time.perf_counter() - start
     if child.returncode != 0:
         raise SystemExit(child.stderr)
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    if kind == "bare":  # the whole program, interpreter start and imports included, as `apply`'s is
+        result["wall_s"] = round(wall, 1)
+    return result
 
 
 def main() -> None:
