@@ -36,8 +36,8 @@ from cleanpairs.core.rematch import (
     check_rematch_params,
     describe_images,
     match_flagged,
+    shared_space,
 )
-from cleanpairs.errors import ParameterError
 from cleanpairs.io.atomic import atomic_output
 from cleanpairs.io.flagged import (
     Flagged,
@@ -95,14 +95,7 @@ def flag_shard(
         empty = np.zeros((0, 0), dtype=np.float32)
         none = np.zeros(0, dtype=np.int64)
         return Flagged(empty, empty, none, none, pc.take(keys, pa.array(none)), 0)
-    if heads is not None:
-        images, texts = heads.embed_images(pairs.images), heads.embed_texts(pairs.texts)
-    elif pairs.aligned:
-        images, texts = pairs.images, pairs.texts
-    else:
-        raise ParameterError(
-            "this method trained no shared space and the encoder has none: nothing to rematch in"
-        )
+    images, texts = shared_space(pairs, heads)
     noisy = np.flatnonzero(p_clean < threshold)
     image_index = np.asarray(pairs.image_index, dtype=np.int64)
     if len(noisy):

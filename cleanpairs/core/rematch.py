@@ -342,12 +342,23 @@ def rematch_in_shared_space(
     ParameterError
         No heads and an encoder whose two spaces are separate: nothing to match in.
     """
-    if heads is not None:
-        images, texts = heads.embed_images(pairs.images), heads.embed_texts(pairs.texts)
-    elif pairs.aligned:
-        images, texts = pairs.images, pairs.texts
-    else:
-        raise ParameterError(
-            "this method trained no shared space and the encoder has none: nothing to rematch in"
-        )
+    images, texts = shared_space(pairs, heads)
     return rematch_pairs(images, texts, pairs.image_index, p_clean, caption_space=pairs.texts, **settings)
+
+
+def shared_space(pairs: PairEmbeddings, heads: Heads | None) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs' images and captions in the space they are matched in: the method's trained
+    ``heads``, or the encoder's own where there are none and it is aligned.
+
+    Raises
+    ------
+    ParameterError
+        No heads and an encoder whose two spaces are separate: nothing to match in.
+    """
+    if heads is not None:
+        return heads.embed_images(pairs.images), heads.embed_texts(pairs.texts)
+    if pairs.aligned:
+        return pairs.images, pairs.texts
+    raise ParameterError(
+        "this method trained no shared space and the encoder has none: nothing to rematch in"
+    )

