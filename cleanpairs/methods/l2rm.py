@@ -52,7 +52,7 @@ from cleanpairs.core.reference import (
     cosine_statistic,
     hinge_statistic,
     info_nce_statistic,
-    reference_statistic,
+    reference_statistics,
 )
 from cleanpairs.core.rematch import rematch_in_shared_space
 from cleanpairs.core.state import PairState
@@ -314,9 +314,10 @@ class L2RMScorer(PairScorer):
             statistic = hinge_statistic(params["margin"])
         else:
             statistic = info_nce_statistic(params["temperature"])
-        losses = reference_statistic(*heads, pairs, state.reference, statistic, device=self.device_)
+        fns = {"loss": statistic, "cosine": cosine_statistic}
+        measured = reference_statistics(*heads, pairs, state.reference, fns, device=self.device_)
+        losses, similarity = measured["loss"], measured["cosine"]
         p_clean = state.splits["p_clean"].posterior(losses)
-        similarity = reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_)
         return PairScores.without_rematch(p_clean, p_clean, similarity)
 
     def _heads(self) -> Heads:

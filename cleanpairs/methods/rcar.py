@@ -43,7 +43,7 @@ from cleanpairs.core.reference import (
     NegativeSample,
     cosine_statistic,
     info_nce_statistic,
-    reference_statistic,
+    reference_statistics,
 )
 from cleanpairs.core.state import PairState
 from cleanpairs.core.training import Batch, HeadConfig, HeadTrainer, lr_at, progress_bar
@@ -228,11 +228,12 @@ class RCARScorer(PairScorer):
         state = self.state_
         heads = state.modules["image"], state.modules["text"]
         statistic = info_nce_statistic(self.params_["temperature"])
-        losses = reference_statistic(*heads, pairs, state.reference, statistic, device=self.device_)
+        fns = {"loss": statistic, "cosine": cosine_statistic}
+        measured = reference_statistics(*heads, pairs, state.reference, fns, device=self.device_)
+        losses, similarity = measured["loss"], measured["cosine"]
         agreement = CaptionAgreement(pairs.texts, pairs.image_index)
         noise = 1 - state.splits["p_clean"].posterior(-losses, agreement)
         labels = refurbish(noise, predict_correspondence(losses))
-        similarity = reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_)
         return PairScores.without_rematch((1 - noise).astype(np.float32), labels, similarity)
 
     def _heads(self) -> Heads:
