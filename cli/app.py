@@ -56,7 +56,6 @@ app = typer.Typer(
     name="cleanpairs",
     context_settings=HELP_OPTIONS,
     help="Find and fix mismatched image-caption pairs in image-text corpora.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -103,13 +102,18 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Find and fix mismatched image-caption pairs in image-text corpora."""
+    # Click's own no-args help goes to stderr, so `cleanpairs | less` would show nothing.
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 
 def percent(x: float | None) -> str:

@@ -182,6 +182,10 @@ def test_version(cli: Cli):
     assert cli("--version").stdout.strip() == f"cleanpairs {cleanpairs.__version__}"
 
 
+def test_no_command_prints_the_help_on_stdout(cli: Cli):
+    assert cli().stdout == cli("--help").stdout
+
+
 def test_help_and_h_of_every_command(cli: Cli):
     commands = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
     assert {"score", "info", "filter", "export", "train", "eval", "search", "bench"} <= set(commands)
