@@ -353,3 +353,27 @@ def test_the_chosen_length_is_the_best_separated_recorded_and_in_the_shards(tmp_
     score_shards(shards, tmp_path / "whole", **similarity)
     for folder in ("given", "whole"):
         assert "fit_epochs" not in json.loads((tmp_path / folder / RUN_FILE).read_text())
+
+
+def test_unseen_pairs_meet_every_caption_of_their_image_in_the_shard(tmp_path, cache_dir):
+    from cleanpairs.encoders import embed_corpus
+    from cleanpairs.io.tables import read_pairs
+    from cleanpairs.methods import load_scorer
+    from tests.conftest import flickr_slice, with_shuffled_captions
+
+    (tmp_path / "in").mkdir()
+    table = with_shuffled_captions(flickr_slice(60, offset=300), 0.4, seed=1)
+    pq.write_table(table, tmp_path / "in" / "a.parquet")
+    offline = {"encoder": "offline", "device": "cpu", "progress": False, "cache_dir": cache_dir}
+    ncr = {"method": "ncr", "params": {"epochs": 2}, "fit_pairs": 150}
+    score_shards(tmp_path / "in", tmp_path / "out", **ncr, **offline)
+    pairs = embed_corpus(read_pairs(tmp_path / "in" / "a.parquet"), **offline).pairs
+    unseen = np.setdiff1d(np.arange(300), fit_sample_rows([300], 150, seed=0))
+    scorer = load_scorer(tmp_path / "out" / "_scorer", device="cpu")
+    among_all = scorer.score_pairs(pairs).p_clean[unseen]
+    alone = scorer.score_pairs(pairs.take(unseen)).p_clean
+    run = pq.read_table(tmp_path / "out" / "a.parquet").column("cp_p_clean").to_numpy()[unseen]
+    # The captions of the fit sample are evidence for their images' other captions (caption
+    # agreement), as in `apply` on the same shard; scored alone the unseen pairs would lack it.
+    assert np.array_equal(run, among_all)
+    assert not np.allclose(alone, among_all, atol=1e-4)
