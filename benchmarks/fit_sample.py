@@ -53,6 +53,7 @@ def measure(shards: Path, out: Path, method: str, fit_pairs: int, cache_dir: str
         "method": method,
         "fit_pairs": run.fit_pairs,
         "calibration_pairs": record.get("calibration_pairs", 0),
+        "fit_epochs": record.get("fit_epochs"),
         "auroc": round(float(detection["auroc"]), 4),
         "estimated_noise": round(float(np.mean(1 - p_clean)), 3),
         "seconds": round(time.perf_counter() - start, 1),
