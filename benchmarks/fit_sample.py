@@ -25,15 +25,20 @@ from cleanpairs.sharded import score_shards
 FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 
 
-def write_shards(folder: Path, shards: int = 3, rate: float = 0.4) -> Path:
-    """Flickr8k train, ``rate`` of captions shuffled, truth in ``is_clean``, cut into ``shards``."""
-    table = pq.read_table(FLICKR / "train.parquet")
+def noisy_table(split: str, rate: float, seed: int) -> pa.Table:
+    """A Flickr8k split with ``rate`` of its captions shuffled (``seed``), truth in ``is_clean``."""
+    table = pq.read_table(FLICKR / f"{split}.parquet")
     paths = [str(FLICKR / p) for p in table.column("image").to_pylist()]
     table = table.set_column(table.schema.get_field_index("image"), "image", pa.array(paths))
-    noise = shuffle_captions(np.array(table.column("image_id").to_pylist()), rate, seed=0)
+    noise = shuffle_captions(np.array(table.column("image_id").to_pylist()), rate, seed=seed)
     captions = np.array(table.column("caption").to_pylist(), dtype=object)[noise.caption_source]
     table = table.set_column(table.schema.get_field_index("caption"), "caption", pa.array(captions.tolist()))
-    table = table.append_column("is_clean", pa.array(noise.is_clean))
+    return table.append_column("is_clean", pa.array(noise.is_clean))
+
+
+def write_shards(folder: Path, shards: int = 3, rate: float = 0.4) -> Path:
+    """Flickr8k train, ``rate`` of captions shuffled, truth in ``is_clean``, cut into ``shards``."""
+    table = noisy_table("train", rate, seed=0)
     folder.mkdir(parents=True, exist_ok=True)
     size = -(-table.num_rows // shards)
     for i in range(shards):
@@ -53,6 +58,7 @@ def measure(shards: Path, out: Path, method: str, fit_pairs: int, cache_dir: str
         "method": method,
         "fit_pairs": run.fit_pairs,
         "calibration_pairs": record.get("calibration_pairs", 0),
+        "fit_epochs": record.get("fit_epochs"),
         "auroc": round(float(detection["auroc"]), 4),
         "estimated_noise": round(float(np.mean(1 - p_clean)), 3),
         "seconds": round(time.perf_counter() - start, 1),

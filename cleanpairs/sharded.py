@@ -10,9 +10,10 @@ The output folder holds, beside the scores shards:
 - ``_fit_scores.parquet``: the fit's own scores of the pairs it was fit on (``row``: their
   global row), which their scores shards take. Where the fit sample is the whole corpus (a
   corpus that fits in memory) that is every pair, so that the shards hold exactly what a
-  one-file ``score`` writes. Otherwise the other pairs are scored with
-  :meth:`PairScorer.score_pairs` by a scorer calibrated on a held-out sample of the corpus
-  (:meth:`PairScorer.calibrate`), so that both groups sit on one scale.
+  one-file ``score`` writes. Otherwise the method's training length is chosen on a held-out
+  sample of the corpus (:func:`training_lengths`, :meth:`PairScorer.held_out_separation`) and
+  the other pairs are scored with :meth:`PairScorer.score_pairs` by the scorer calibrated on
+  that sample (:meth:`PairScorer.calibrate`), so that both groups sit on one scale.
 - ``NAME.parquet`` + ``NAME.stats.json`` per input shard: the scores shard (every input row, the
   ``cp_*`` columns, run metadata) written atomically, then its completion marker
   (img2dataset's and datatrove's way): a shard with its marker is done and is skipped.
@@ -29,6 +30,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -53,7 +55,9 @@ DEFAULT_FIT_PAIRS = 200_000
 SAMPLE_STREAM = 0x5EED_F17
 CALIBRATION_PAIRS = 10_000
 """Most pairs held out of the fit to calibrate the scorer on (half the fit sample where fewer)."""
-FIT_SCHEME = "own scores for the fit sample, the rest calibrated on held-out pairs"
+FIT_SCHEME = (
+    "own scores for the fit sample, the training length chosen and the rest calibrated on held-out pairs"
+)
 """How a run combines the fit's own scores with ``score_pairs``; a folder of another scheme is
 refused instead of mixed."""
 FORMAT = "cleanpairs-sharded-scores"
@@ -284,6 +288,52 @@ def _scorer_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def training_lengths(params: dict[str, Any], given: Collection[str] = ()) -> tuple[int, ...]:
+    """The training lengths (``epochs``) a fit on a sample chooses among on the held-out pairs:
+    the method's ``epochs`` and half of it (rounded up), or none to choose among where the method
+    has no ``epochs`` or the user set it (``given``: the parameters the user named).
+
+    On a sample the heads see fewer pairs as often as on the whole corpus and memorise its noisy
+    captions sooner; which length ranks unseen pairs better depends on the sample's size and
+    noise, so it is measured (``docs/methods.md``, "Fit on a sample, score the corpus").
+    """
+    if "epochs" not in params or "epochs" in given:
+        return ()
+    full = int(params["epochs"])
+    return tuple(dict.fromkeys((full, -(-full // 2))))
+
+
+def fit_on_sample(
+    pairs: Any,
+    held_out: Any | None,
+    *,
+    method: str,
+    params: dict[str, Any],
+    lengths: tuple[int, ...],
+    seed: int,
+    device: str,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit ``method`` on ``pairs``; with ``held_out`` pairs and ``lengths`` to choose among, once
+    per training length, keeping the fit whose statistic the held-out pairs separate best
+    (:meth:`PairScorer.held_out_separation`; a tie keeps the longer). Returns the fitted scorer
+    and what the run file records of the choice."""
+    from cleanpairs.methods import get_method
+
+    if held_out is None or len(lengths) < 2:
+        return get_method(method)(seed=seed, device=device, **params).fit(pairs), {}
+    separation: dict[int, float] = {}
+    best = None
+    for epochs in lengths:
+        scorer = get_method(method)(seed=seed, device=device, **{**params, "epochs": epochs}).fit(pairs)
+        separation[epochs] = scorer.held_out_separation(held_out)
+        if best is None or separation[epochs] > separation[best[0]]:
+            best = (epochs, scorer)
+        del scorer
+    epochs, scorer = best
+    measured = {str(k): round(v, 6) for k, v in separation.items()}
+    return scorer, {"fit_epochs": epochs, "held_out_separation": measured}
+
+
 def fit_and_save(
     corpus: Corpus,
     folder: Path,
@@ -292,6 +342,7 @@ def fit_and_save(
     calibration: Corpus | None,
     method: str,
     params: dict[str, Any],
+    lengths: tuple[int, ...] = (),
     encoder: str,
     seed: int,
     device: str,
@@ -299,36 +350,34 @@ def fit_and_save(
     progress: bool,
     max_image_pixels: int | None,
 ) -> dict[str, Any]:
-    """Embed the fit corpus, fit the method, calibrate it on the held-out ``calibration`` pairs
-    (if any), save the scorer and the fit's own scores of every pair (``rows``: their global
-    rows) into ``folder``. Returns what the run file records."""
+    """Embed the fit corpus, fit the method (choosing among the training ``lengths`` on the
+    held-out ``calibration`` pairs, if any), calibrate it on those pairs, save the scorer and the
+    fit's own scores of every pair (``rows``: their global rows) into ``folder``. Returns what the
+    run file records."""
     from cleanpairs.encoders import embed_corpus
     from cleanpairs.io.scorers import save_scorer
-    from cleanpairs.methods import get_method
 
-    embedded = embed_corpus(
-        corpus,
-        encoder,
-        cache_dir=cache_dir,
+    def embedded_pairs(part: Corpus) -> Any:
+        return embed_corpus(part, encoder, cache_dir=cache_dir, device=device, progress=progress,
+                            max_image_pixels=max_image_pixels)  # fmt: skip
+
+    embedded = embedded_pairs(corpus)
+    held_out = None if calibration is None else embedded_pairs(calibration)
+    if held_out is not None and len(held_out.rows) < 2:
+        held_out = None
+    scorer, choice = fit_on_sample(
+        embedded.pairs,
+        None if held_out is None else held_out.pairs,
+        method=method,
+        params=params,
+        lengths=lengths,
+        seed=seed,
         device=device,
-        progress=progress,
-        max_image_pixels=max_image_pixels,
     )
-    scorer = get_method(method)(seed=seed, device=device, **params)
-    scorer.fit(embedded.pairs)
-    record: dict[str, Any] = {"fit_pairs_used": len(embedded.rows), "calibration_pairs": 0}
-    if calibration is not None:
-        held_out = embed_corpus(
-            calibration,
-            encoder,
-            cache_dir=cache_dir,
-            device=device,
-            progress=progress,
-            max_image_pixels=max_image_pixels,
-        )
-        if len(held_out.rows) >= 2:
-            scorer.calibrate(held_out.pairs)
-            record["calibration_pairs"] = len(held_out.rows)
+    record: dict[str, Any] = {"fit_pairs_used": len(embedded.rows), "calibration_pairs": 0, **choice}
+    if held_out is not None:
+        scorer.calibrate(held_out.pairs)
+        record["calibration_pairs"] = len(held_out.rows)
     manifest, tensors = scorer.fitted_state()
     save_scorer(folder / SCORER_FOLDER, {**manifest, "encoder": encoder}, tensors)
     scores = scorer.score()
@@ -428,7 +477,12 @@ def _own_scores(run_folder: str, fit_rows: tuple[int, int], rows: int) -> dict[s
 
 def _scores(task: ShardTask, rows: np.ndarray, pairs: Any, n_rows: int) -> Any:
     """A shard's scores of its scorable ``rows``: the fit's own for the pairs fit on, the fitted
-    scorer's :meth:`score_pairs` (one call, so captions of an image meet) for the others."""
+    scorer's :meth:`score_pairs` for the others.
+
+    ``score_pairs`` sees every pair of the shard in one call, those fit on too, so that a caption
+    is measured against all the other captions of its image in the shard (the methods with caption
+    agreement), as ``apply`` on the same shard measures it; only the unseen pairs' scores are kept.
+    """
     from cleanpairs.contract import PairScores
 
     names = ("p_clean", "soft_label", "similarity")
@@ -441,9 +495,9 @@ def _scores(task: ShardTask, rows: np.ndarray, pairs: Any, n_rows: int) -> Any:
         unseen = np.flatnonzero(np.isnan(kept["p_clean"]))
     if len(unseen):
         scorer = _scorer_for(task.scorer_folder, task.settings["device"])
-        scored = scorer.score_pairs(pairs if len(unseen) == len(rows) else pairs.take(unseen))
+        scored = scorer.score_pairs(pairs)
         for name in names:
-            kept[name][unseen] = getattr(scored, name)
+            kept[name][unseen] = getattr(scored, name)[unseen]
     return PairScores.without_rematch(*(kept[name] for name in names))
 
 
@@ -595,6 +649,7 @@ def score_shards(
             calibration=None if held_out is None else read_sample(shards, counts, held_out, roles_options),
             method=method,
             params=params_used,
+            lengths=training_lengths(params_used, set(params or {})),
             encoder=encoder,
             seed=seed,
             device=device,
@@ -611,9 +666,12 @@ def score_shards(
 
         save_scorer(save_scorer_to, *load_scorer_files(scorer_folder))
 
+    # A sample fit that chose a shorter training length fit with it; the shards' metadata says
+    # so (the run file's params stay those asked for, which a resumed run must match).
+    chosen = (_read_run_file(out) or run).get("fit_epochs")
     settings = {
         "method": method,
-        "params_used": params_used,
+        "params_used": params_used if chosen is None else {**params_used, "epochs": chosen},
         "encoder": encoder,
         "seed": seed,
         "device": device,
@@ -754,8 +812,10 @@ __all__ = [
     "ShardTask",
     "ShardedRun",
     "calibration_rows",
+    "fit_on_sample",
     "fit_sample_rows",
     "output_names",
     "score_shard",
     "score_shards",
+    "training_lengths",
 ]

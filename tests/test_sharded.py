@@ -26,6 +26,7 @@ from cleanpairs.sharded import (
     fit_sample_rows,
     output_names,
     score_shards,
+    training_lengths,
 )
 
 CLEANPAIRS = Path(sys.executable).parent / "cleanpairs"
@@ -320,3 +321,59 @@ def test_a_fit_on_a_sample_calls_as_many_flickr_pairs_noisy_as_a_fit_on_all(tmp_
     assert abs(noise["sample"] - noise["whole"]) < 0.05, noise
     run = json.loads((tmp_path / "sample" / RUN_FILE).read_text())
     assert (sample.fit_pairs, run["calibration_pairs"]) == (250, 125)
+
+
+def test_a_sample_fit_chooses_its_training_length_on_the_held_out_pairs():
+    from cleanpairs.methods import get_spec
+
+    similarity, ncr = (get_spec(m).check_params({}) for m in ("similarity", "ncr"))
+    assert training_lengths(similarity) == (2, 1)
+    assert training_lengths(ncr) == (6, 3)
+    assert training_lengths({**ncr, "epochs": 1}) == (1,)
+    # A length the user asked for is kept; a method without epochs has none to choose.
+    assert training_lengths(ncr, {"epochs"}) == ()
+    assert training_lengths(get_spec("crcl").check_params({})) == ()
+
+
+def test_the_chosen_length_is_the_best_separated_recorded_and_in_the_shards(tmp_path):
+    shards = noisy_shards(tmp_path / "in", images=40)
+    similarity = {"method": "similarity", "params": {"batch_size": 32}, **OPTIONS}
+    score_shards(shards, tmp_path / "sample", fit_pairs=200, **similarity)
+    run = json.loads((tmp_path / "sample" / RUN_FILE).read_text())
+    separation = run["held_out_separation"]
+    assert set(separation) == {"2", "1"} and run["calibration_pairs"] == 100
+    assert run["fit_epochs"] == int(max(separation, key=lambda k: (separation[k], int(k))))
+    assert run["params"]["epochs"] == 2
+    meta = json.loads(pq.read_table(tmp_path / "sample" / "00000.parquet").schema.metadata[b"cleanpairs"])
+    assert meta["params"]["epochs"] == run["fit_epochs"]
+    scorer = json.loads((tmp_path / "sample" / "_scorer" / "scorer.json").read_text())
+    assert scorer["params"]["epochs"] == run["fit_epochs"]
+    # Epochs the user named are fit as named; a whole-corpus fit has no held-out pairs to choose on.
+    score_shards(shards, tmp_path / "given", fit_pairs=200, **{**similarity, "params": {"epochs": 2}})
+    score_shards(shards, tmp_path / "whole", **similarity)
+    for folder in ("given", "whole"):
+        assert "fit_epochs" not in json.loads((tmp_path / folder / RUN_FILE).read_text())
+
+
+def test_unseen_pairs_meet_every_caption_of_their_image_in_the_shard(tmp_path, cache_dir):
+    from cleanpairs.encoders import embed_corpus
+    from cleanpairs.io.tables import read_pairs
+    from cleanpairs.methods import load_scorer
+    from tests.conftest import flickr_slice, with_shuffled_captions
+
+    (tmp_path / "in").mkdir()
+    table = with_shuffled_captions(flickr_slice(60, offset=300), 0.4, seed=1)
+    pq.write_table(table, tmp_path / "in" / "a.parquet")
+    offline = {"encoder": "offline", "device": "cpu", "progress": False, "cache_dir": cache_dir}
+    ncr = {"method": "ncr", "params": {"epochs": 2}, "fit_pairs": 150}
+    score_shards(tmp_path / "in", tmp_path / "out", **ncr, **offline)
+    pairs = embed_corpus(read_pairs(tmp_path / "in" / "a.parquet"), **offline).pairs
+    unseen = np.setdiff1d(np.arange(300), fit_sample_rows([300], 150, seed=0))
+    scorer = load_scorer(tmp_path / "out" / "_scorer", device="cpu")
+    among_all = scorer.score_pairs(pairs).p_clean[unseen]
+    alone = scorer.score_pairs(pairs.take(unseen)).p_clean
+    run = pq.read_table(tmp_path / "out" / "a.parquet").column("cp_p_clean").to_numpy()[unseen]
+    # The captions of the fit sample are evidence for their images' other captions (caption
+    # agreement), as in `apply` on the same shard; scored alone the unseen pairs would lack it.
+    assert np.array_equal(run, among_all)
+    assert not np.allclose(alone, among_all, atol=1e-4)

@@ -277,10 +277,38 @@ class PairScorer:
         NotFittedError
             The scorer was neither fitted nor rebuilt from a fitted state.
         """
+        taps = self._tapped(held_out)
+        self.state_.splits = {name: tap.carried() for name, tap in taps.items()}
+        return self
+
+    def held_out_separation(self, held_out: PairEmbeddings) -> float:
+        """How well the fitted networks separate pairs they were not fit on, without their truth.
+
+        Each split's statistic is measured on ``held_out`` as :meth:`calibrate` measures it, and
+        :func:`~cleanpairs.core.mixture.mixture_separation` (the AUROC a two-Gaussian mixture of
+        it implies) is averaged over the splits. It compares fits of one method on one sample
+        (training lengths, ``docs/methods.md``, "Fit on a sample, score the corpus"); it is not
+        an estimate of the AUROC itself. The scorer is left as it was.
+
+        Raises
+        ------
+        NotFittedError
+            The scorer was neither fitted nor rebuilt from a fitted state.
+        """
+        from cleanpairs.core.mixture import mixture_separation
+
+        statistics = [np.concatenate(tap.seen) for tap in self._tapped(held_out).values() if tap.seen]
+        measured = [mixture_separation(values, seed=self.seed) for values in statistics]
+        return float(np.mean(measured)) if measured else 0.5
+
+    def _tapped(self, held_out: PairEmbeddings) -> dict[str, _StatisticTap]:
+        """Score ``held_out`` with the splits as fitted (no earlier calibration), each split
+        replaced by a tap that keeps the statistic it is handed; the splits are put back."""
         if not hasattr(self, "state_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
         state: FittedState = self.state_
-        splits = {name: split.carried(np.zeros(0)) for name, split in state.splits.items()}
+        fitted = state.splits
+        splits = {name: split.carried(np.zeros(0)) for name, split in fitted.items()}
         taps = {name: _StatisticTap(split) for name, split in splits.items()}
         # Each method hands its splits the statistic as it measures it for unseen pairs; taking
         # it there measures it the same way for every method, without a second copy of that code.
@@ -288,9 +316,8 @@ class PairScorer:
         try:
             self.score_pairs(held_out)
         finally:
-            state.splits = splits
-        state.splits = {name: tap.carried() for name, tap in taps.items()}
-        return self
+            state.splits = fitted
+        return taps
 
     def fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """The fitted scorer as plain data: a JSON-able manifest and named CPU tensors.

@@ -14,6 +14,7 @@ from cleanpairs.core.mixture import (
     fit_gmm_split,
     gmm_clean_posterior,
     map_quantiles,
+    mixture_separation,
     quantile_knots,
     ranked_posterior,
 )
@@ -242,3 +243,16 @@ def test_quantile_knots_carry_one_distribution_onto_another():
     assert mapped.dtype == np.float32 and np.abs(mapped - target).max() < 2e-3
     ends = map_quantiles(np.array([-99.0, 99.0]), knots)
     assert np.array_equal(ends, np.float32([target.min(), target.max()]))
+
+
+def test_mixture_separation_is_the_auroc_two_gaussians_imply():
+    rng = np.random.default_rng(0)
+    # Two unit Gaussians 3 apart: Phi(3 / sqrt(2)) = 0.983, the AUROC of the one against the other.
+    values = np.concatenate([rng.normal(0, 1, 4000), rng.normal(3, 1, 6000)])
+    assert mixture_separation(values) == pytest.approx(stats.norm.cdf(3 / np.sqrt(2)), abs=0.01)
+    closer = np.concatenate([rng.normal(0, 1, 4000), rng.normal(1.5, 1, 6000)])
+    assert 0.5 < mixture_separation(closer) < mixture_separation(values)
+    # The scale is the statistic's own affair: a loss (lower is clean) separates as its negation.
+    assert mixture_separation(-2 * values + 7) == pytest.approx(mixture_separation(values), abs=1e-6)
+    assert mixture_separation(np.full(100, 0.3)) == 0.5
+    assert mixture_separation(np.array([1.0, np.nan])) == 0.5

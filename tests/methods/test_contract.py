@@ -324,3 +324,12 @@ def test_calibrating_on_held_out_pairs_carries_the_splits_and_is_saved(method, f
     # their ranking up to the agreement that the moved posteriors weigh.
     auroc = roc_auc_score(clean[~first], before.p_clean)
     assert roc_auc_score(clean[~first], after.p_clean) == pytest.approx(auroc, abs=0.03)
+
+
+def test_the_held_out_separation_measures_unseen_pairs_and_changes_nothing(method, fitted_scorer):
+    _, (held_out, _), _ = halves()
+    before = fitted_scorer.score_pairs(held_out)
+    separation = fitted_scorer.held_out_separation(held_out)
+    assert 0.5 <= separation <= 1.0
+    assert_identical(fitted_scorer.score_pairs(held_out), before)
+    assert fitted_scorer.held_out_separation(held_out) == separation
