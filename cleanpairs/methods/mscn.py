@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,7 @@ from torch.nn import functional as F
 
 from cleanpairs.contract import Heads
 from cleanpairs.core.agreement import AgreementSplit
-from cleanpairs.core.heads import TorchHeads
+from cleanpairs.core.heads import AveragedHeads, TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
 from cleanpairs.core.mixture import PosteriorMap, clean_subset, gaussian_split
 from cleanpairs.core.reference import cosine_statistic, reference_statistic
@@ -331,50 +332,75 @@ class MSCNScorer(PairScorer):
                 f"{pairs.images.shape[1]}/{pairs.texts.shape[1]}"
             )
         config = HeadConfig.from_params(params)
-        warmup, epochs = params["warmup_epochs"], params["epochs"]
+        warmup, epochs, k = params["warmup_epochs"], params["epochs"], params["networks"]
         n = len(pairs)
         state = PairState(n)
         rng = np.random.default_rng(self.seed)
         steps = max(1, n // min(config.batch_size, n))
-        with progress_bar(steps * (warmup + epochs), self.name) as bar:
-            model = HeadTrainer(pairs, config, seed=self.seed, device=self.device, progress=bar)
-            dim = model.image_head.shortcut.out_features
-            meta_net = MetaSimilarityNet(dim, params["meta_hidden"]).to(model.device)
-            meta_optimizer = torch.optim.Adam(meta_net.parameters(), lr=params["meta_lr"])
-            recalibration = torch.optim.Adam(meta_net.readout(), lr=config.lr)
-            meta = MetaData(trusted, negatives, model.device)
+        with progress_bar(k * steps * (warmup + epochs), self.name) as bar:
+            peers = [Peer.build(pairs, config, params, self.seed + j, self.device, bar) for j in range(k)]
+            meta = MetaData(trusted, negatives, peers[0].model.device)
+
+            def averaged() -> AveragedHeads:
+                return AveragedHeads([peer.model.heads() for peer in peers])
+
             subset = None
             for epoch in range(warmup + epochs):
                 lr = lr_at(epoch, config.lr, params["lr_step"])
-                # As official, the meta-net learns at the heads' rate in the warm-up, at meta_lr after.
-                _set_lr(meta_optimizer, lr)
                 if epoch < warmup:
-                    loss = self._warmup_loss(model, meta_net, meta_optimizer, meta, rng, params)
-                else:
+                    for peer in peers:
+                        # As official, the meta-net learns at the heads' rate in the warm-up.
+                        _set_lr(peer.meta_optimizer, lr)
+                        loss = self._warmup_loss(peer.model, peer.meta_net, peer.meta_optimizer, meta, rng, params)
+                        peer.model.run_epoch(loss, lr=lr)
+                    self.epoch_done(epoch, averaged)
+                    continue
+                p_clean = []
+                # Co-purification (official order): network j purifies, its peer trains on the
+                # pairs it took as clean; then the peer purifies for the next one.
+                for j, purifier in enumerate(peers):
+                    learner = peers[(j + 1) % k]
                     # The first purification's meta-net learns in full, later ones recalibrate.
-                    first = meta_optimizer if epoch == warmup else recalibration
-                    _set_lr(recalibration, lr)
-                    self._recalibrate(model, meta_net, first, meta, rng, params, config.batch_size)
-                    _set_lr(meta_optimizer, lr_at(epoch, params["meta_lr"], params["lr_step"]))
-                    p_clean = self._purify(model, meta_net, meta, rng, params)
-                    state.update(p_clean=p_clean)
-                    subset = clean_subset(p_clean, params["p_threshold"], min(n, 2 * config.batch_size))
-                    loss = self._bilevel_loss(model, meta_net, meta_optimizer, meta, rng, lr, params)
-                model.run_epoch(loss, subset, lr=lr)
-                self.epoch_done(epoch, model.heads)
-            self._recalibrate(model, meta_net, recalibration, meta, rng, params, config.batch_size)
-            p_clean, mapping = self._fit_purify(model, meta_net, meta, rng)
-            soft_label = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
+                    _set_lr(purifier.meta_optimizer, lr)
+                    _set_lr(purifier.recalibration, lr)
+                    first = purifier.meta_optimizer if epoch == warmup else purifier.recalibration
+                    self._recalibrate(purifier.model, purifier.meta_net, first, meta, rng, params, config.batch_size)
+                    p_clean.append(self._purify(purifier.model, purifier.meta_net, meta, rng, params))
+                    subset = clean_subset(p_clean[-1], params["p_threshold"], min(n, 2 * config.batch_size))
+                    # After the warm-up the meta-net learns at meta_lr.
+                    _set_lr(learner.meta_optimizer, lr_at(epoch, params["meta_lr"], params["lr_step"]))
+                    loss = self._bilevel_loss(
+                        learner.model, learner.meta_net, learner.meta_optimizer, meta, rng, lr, params
+                    )
+                    learner.model.run_epoch(loss, subset, lr=lr)
+                state.update(p_clean=np.mean(p_clean, axis=0))
+                self.epoch_done(epoch, averaged)
+            final = []
+            for peer in peers:
+                self._recalibrate(peer.model, peer.meta_net, peer.recalibration, meta, rng, params, config.batch_size)
+                final.append(self._fit_purify(peer.model, peer.meta_net, meta, rng))
+            p_clean = np.mean([posterior for posterior, _ in final], axis=0)
+            soft_label = np.mean(
+                [
+                    corrected_scores(peer.meta_net, peer.model, peer.model.images, peer.model.texts, peer.model.image_index)
+                    for peer in peers
+                ],
+                axis=0,
+            )
+            similarity = np.mean([peer.model.similarity() for peer in peers], axis=0)
+        modules: dict[str, nn.Module] = {}
+        for j, peer in enumerate(peers):
+            modules.update({f"m{j}.image": peer.model.image_head, f"m{j}.text": peer.model.text_head})
+            modules[f"m{j}.meta"] = peer.meta_net
         self.state_ = FittedState(
-            {"image": model.image_head, "text": model.text_head, "meta": meta_net},
-            {"p_clean": AgreementSplit.plain(mapping)},
+            modules, {f"m{j}": AgreementSplit.plain(mapping) for j, (_, mapping) in enumerate(final)}
         )
         state.update(p_clean=p_clean, soft_label=soft_label)
         return PairScores.without_rematch(
             p_clean,
             np.clip(soft_label, 0, 1),
-            model.similarity(),
-            heads=model.heads(),
+            similarity,
+            heads=averaged(),
             info={
                 "epochs_run": warmup + epochs,
                 "trained_on_last_epoch": n if subset is None else len(subset),
@@ -426,22 +452,34 @@ class MSCNScorer(PairScorer):
         return purify(corpus, prior[labels_np > 0.5], prior[labels_np < 0.5])
 
     def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
-        """The final meta-net's corrected score of each pair, through the last purification's mixture."""
+        """Each network's final corrected score of each pair, through its last purification's
+        mixture; the posteriors, scores and cosines averaged over the networks."""
         modules = self.state_.modules
-        heads = modules["image"], modules["text"]
+        k = len(self.state_.splits)
 
         def tensor(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(x).to(self.device_)
 
-        scores = corrected_scores(
-            modules["meta"], heads, tensor(pairs.images), tensor(pairs.texts), tensor(pairs.image_index)
+        images, texts, owners = tensor(pairs.images), tensor(pairs.texts), tensor(pairs.image_index)
+        p_clean, scores, similarity = [], [], []
+        for j in range(k):
+            heads = modules[f"m{j}.image"], modules[f"m{j}.text"]
+            score = corrected_scores(modules[f"m{j}.meta"], heads, images, texts, owners)
+            p_clean.append(self.state_.splits[f"m{j}"].posterior(score_logit(score)))
+            scores.append(score)
+            similarity.append(reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_))
+        return PairScores.without_rematch(
+            np.mean(p_clean, axis=0), np.clip(np.mean(scores, axis=0), 0, 1), np.mean(similarity, axis=0)
         )
-        p_clean = self.state_.splits["p_clean"].posterior(score_logit(scores))
-        similarity = reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_)
-        return PairScores.without_rematch(p_clean, np.clip(scores, 0, 1), similarity)
 
     def _heads(self) -> Heads:
-        return TorchHeads(self.state_.modules["image"], self.state_.modules["text"], self.device_)
+        modules = self.state_.modules
+        return AveragedHeads(
+            [
+                TorchHeads(modules[f"m{j}.image"], modules[f"m{j}.text"], self.device_)
+                for j in range(len(self.state_.splits))
+            ]
+        )
 
     @staticmethod
     def _module_spec(module: nn.Module) -> dict[str, Any]:
@@ -540,4 +578,35 @@ class MetaData:
             torch.cat([images[pos_images], other_images[torch.from_numpy(neg_images)]]),
             torch.cat([texts[torch.from_numpy(positives)], other_texts[torch.from_numpy(neg_texts)]]),
             labels,
+        )
+
+
+@dataclass
+class Peer:
+    """One of the co-purifying networks: its heads' trainer and its own meta-net, with the
+    meta-net's optimiser and the optimiser of its readout alone (:meth:`MSCNScorer._recalibrate`)."""
+
+    model: HeadTrainer
+    meta_net: MetaSimilarityNet
+    meta_optimizer: torch.optim.Optimizer
+    recalibration: torch.optim.Optimizer
+
+    @classmethod
+    def build(
+        cls,
+        pairs: PairEmbeddings,
+        config: HeadConfig,
+        params: dict[str, Any],
+        seed: int,
+        device: Any,
+        progress: Any,
+    ) -> Peer:
+        """A fresh network (heads seeded by ``seed``) and meta-net."""
+        model = HeadTrainer(pairs, config, seed=seed, device=device, progress=progress)
+        meta_net = MetaSimilarityNet(model.image_head.shortcut.out_features, params["meta_hidden"]).to(model.device)
+        return cls(
+            model,
+            meta_net,
+            torch.optim.Adam(meta_net.parameters(), lr=params["meta_lr"]),
+            torch.optim.Adam(meta_net.readout(), lr=config.lr),
         )
