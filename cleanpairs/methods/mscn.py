@@ -58,6 +58,13 @@ from cleanpairs.methods.registry import register
 SCORE_EPS = 1e-3
 """Corrected scores are clipped to ``[eps, 1 - eps]`` before the mixture (as official)."""
 
+EM_OFFICIAL = {"max_iter": 10, "tol": 1e-2}
+"""The official EM budget of a purification in training (pomegranate's ``fit``)."""
+
+EM_CONVERGED = {"max_iter": 200, "tol": 1e-6}
+"""The EM budget of the final posterior: to convergence (docs/methods.md, mscn: the official budget
+stops half-way from the meta data's start and under-estimates high noise)."""
+
 VARIANCE_FLOOR = 1e-4
 """Smallest variance of a mixture component, on the logit axis (a component of tied scores)."""
 
@@ -378,7 +385,7 @@ class MSCNScorer(PairScorer):
             final = []
             for peer in peers:
                 self._recalibrate(peer.model, peer.meta_net, peer.recalibration, meta, rng, params, config.batch_size)
-                final.append(self._fit_purify(peer.model, peer.meta_net, meta, rng))
+                final.append(self._fit_purify(peer.model, peer.meta_net, meta, rng, EM_CONVERGED))
             p_clean = np.mean([posterior for posterior, _ in final], axis=0)
             soft_label = np.mean(
                 [
@@ -441,15 +448,19 @@ class MSCNScorer(PairScorer):
 
     @staticmethod
     def _fit_purify(
-        model: HeadTrainer, meta_net: MetaSimilarityNet, meta: MetaData, rng: np.random.Generator
+        model: HeadTrainer,
+        meta_net: MetaSimilarityNet,
+        meta: MetaData,
+        rng: np.random.Generator,
+        em: dict[str, Any] = EM_OFFICIAL,
     ) -> tuple[np.ndarray, PosteriorMap]:
-        """:meth:`_purify`, and the fitted map of the corrected scores."""
+        """:meth:`_purify` with the EM budget ``em``, and the fitted map of the corrected scores."""
         corpus = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
         images, texts, labels = meta.batch(2 * len(meta.trusted), rng)
         own = torch.arange(len(texts), device=model.device)
         prior = corrected_scores(meta_net, model, images, texts, own)
         labels_np = labels.cpu().numpy()
-        return purify(corpus, prior[labels_np > 0.5], prior[labels_np < 0.5])
+        return purify(corpus, prior[labels_np > 0.5], prior[labels_np < 0.5], **em)
 
     def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
         """Each network's final corrected score of each pair, through its last purification's
