@@ -358,8 +358,7 @@ class MSCNScorer(PairScorer):
                     for peer in peers:
                         # As official, the meta-net learns at the heads' rate in the warm-up.
                         _set_lr(peer.meta_optimizer, lr)
-                        loss = self._warmup_loss(peer.model, peer.meta_net, peer.meta_optimizer, meta, rng, params)
-                        peer.model.run_epoch(loss, lr=lr)
+                        peer.model.run_epoch(self._warmup_loss(peer, meta, rng, params), lr=lr)
                     self.epoch_done(epoch, averaged)
                     continue
                 p_clean = []
@@ -371,29 +370,20 @@ class MSCNScorer(PairScorer):
                     _set_lr(purifier.meta_optimizer, lr)
                     _set_lr(purifier.recalibration, lr)
                     first = purifier.meta_optimizer if epoch == warmup else purifier.recalibration
-                    self._recalibrate(purifier.model, purifier.meta_net, first, meta, rng, params, config.batch_size)
-                    p_clean.append(self._purify(purifier.model, purifier.meta_net, meta, rng, params))
+                    self._recalibrate(purifier, first, meta, rng, params, config.batch_size)
+                    p_clean.append(self._purify(purifier, meta, rng)[0])
                     subset = clean_subset(p_clean[-1], params["p_threshold"], min(n, 2 * config.batch_size))
                     # After the warm-up the meta-net learns at meta_lr.
                     _set_lr(learner.meta_optimizer, lr_at(epoch, params["meta_lr"], params["lr_step"]))
-                    loss = self._bilevel_loss(
-                        learner.model, learner.meta_net, learner.meta_optimizer, meta, rng, lr, params
-                    )
-                    learner.model.run_epoch(loss, subset, lr=lr)
+                    learner.model.run_epoch(self._bilevel_loss(learner, meta, rng, lr, params), subset, lr=lr)
                 state.update(p_clean=np.mean(p_clean, axis=0))
                 self.epoch_done(epoch, averaged)
             final = []
             for peer in peers:
-                self._recalibrate(peer.model, peer.meta_net, peer.recalibration, meta, rng, params, config.batch_size)
-                final.append(self._fit_purify(peer.model, peer.meta_net, meta, rng, EM_CONVERGED))
+                self._recalibrate(peer, peer.recalibration, meta, rng, params, config.batch_size)
+                final.append(self._purify(peer, meta, rng, EM_CONVERGED))
             p_clean = np.mean([posterior for posterior, _ in final], axis=0)
-            soft_label = np.mean(
-                [
-                    corrected_scores(peer.meta_net, peer.model, peer.model.images, peer.model.texts, peer.model.image_index)
-                    for peer in peers
-                ],
-                axis=0,
-            )
+            soft_label = np.mean([peer.corpus_scores() for peer in peers], axis=0)
             similarity = np.mean([peer.model.similarity() for peer in peers], axis=0)
         modules: dict[str, nn.Module] = {}
         for j, peer in enumerate(peers):
@@ -417,8 +407,7 @@ class MSCNScorer(PairScorer):
 
     @staticmethod
     def _recalibrate(
-        model: HeadTrainer,
-        meta_net: MetaSimilarityNet,
+        peer: Peer,
         optimizer: torch.optim.Optimizer,
         meta: MetaData,
         rng: np.random.Generator,
@@ -433,34 +422,19 @@ class MSCNScorer(PairScorer):
         to scores piled at 0 and 1 (the correction of a clean pair grew from 0.8 to 14)."""
         for _ in range(params["meta_warmup_steps"]):
             meta_data = meta.batch(batch_size, rng)
-            meta_update(meta_net, optimizer, model, None, meta_data, params["grad_clip"])
+            meta_update(peer.meta_net, optimizer, peer.model, None, meta_data, params["grad_clip"])
 
     @staticmethod
     def _purify(
-        model: HeadTrainer,
-        meta_net: MetaSimilarityNet,
-        meta: MetaData,
-        rng: np.random.Generator,
-        params: dict[str, Any],
-    ) -> np.ndarray:
-        """The clean posterior of every pair, the mixture started from the meta data's scores."""
-        return MSCNScorer._fit_purify(model, meta_net, meta, rng)[0]
-
-    @staticmethod
-    def _fit_purify(
-        model: HeadTrainer,
-        meta_net: MetaSimilarityNet,
-        meta: MetaData,
-        rng: np.random.Generator,
-        em: dict[str, Any] = EM_OFFICIAL,
+        peer: Peer, meta: MetaData, rng: np.random.Generator, em: dict[str, Any] = EM_OFFICIAL
     ) -> tuple[np.ndarray, PosteriorMap]:
-        """:meth:`_purify` with the EM budget ``em``, and the fitted map of the corrected scores."""
-        corpus = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
+        """The clean posterior of every pair by ``peer``'s corrected scores, the mixture started
+        from the meta data's scores and fitted with the EM budget ``em``; and its fitted map."""
         images, texts, labels = meta.batch(2 * len(meta.trusted), rng)
-        own = torch.arange(len(texts), device=model.device)
-        prior = corrected_scores(meta_net, model, images, texts, own)
+        own = torch.arange(len(texts), device=peer.model.device)
+        prior = corrected_scores(peer.meta_net, peer.model, images, texts, own)
         labels_np = labels.cpu().numpy()
-        return purify(corpus, prior[labels_np > 0.5], prior[labels_np < 0.5], **em)
+        return purify(peer.corpus_scores(), prior[labels_np > 0.5], prior[labels_np < 0.5], **em)
 
     def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
         """Each network's final corrected score of each pair, through its last purification's
@@ -506,18 +480,13 @@ class MSCNScorer(PairScorer):
 
     @staticmethod
     def _warmup_loss(
-        model: HeadTrainer,
-        meta_net: MetaSimilarityNet,
-        meta_optimizer: torch.optim.Optimizer,
-        meta: MetaData,
-        rng: np.random.Generator,
-        params: dict[str, Any],
+        peer: Peer, meta: MetaData, rng: np.random.Generator, params: dict[str, Any]
     ) -> Callable[[Batch], torch.Tensor]:
         """Warm-up: plain loss on all pairs; the meta-net learns the meta data directly alongside."""
 
         def loss(batch: Batch) -> torch.Tensor:
             meta_data = meta.batch(len(batch.index), rng)
-            meta_update(meta_net, meta_optimizer, model, None, meta_data, params["grad_clip"])
+            meta_update(peer.meta_net, peer.meta_optimizer, peer.model, None, meta_data, params["grad_clip"])
             if params["loss"] == "hinge":
                 margin = params["margin"]
                 return hinge_triplet(batch.scores, margin, hardest=False, same_image=batch.same_image)
@@ -527,15 +496,10 @@ class MSCNScorer(PairScorer):
 
     @staticmethod
     def _bilevel_loss(
-        model: HeadTrainer,
-        meta_net: MetaSimilarityNet,
-        meta_optimizer: torch.optim.Optimizer,
-        meta: MetaData,
-        rng: np.random.Generator,
-        lr: float,
-        params: dict[str, Any],
+        peer: Peer, meta: MetaData, rng: np.random.Generator, lr: float, params: dict[str, Any]
     ) -> Callable[[Batch], torch.Tensor]:
         """The batch loss; before it, a virtual step and a meta update every ``meta_interval`` steps."""
+        model, meta_net = peer.model, peer.meta_net
         step = [0]
 
         def labels_of(batch: Batch) -> torch.Tensor:
@@ -552,7 +516,7 @@ class MSCNScorer(PairScorer):
                 virtual = corrected_loss(batch.scores, labels_of(batch), batch.same_image, params).mean()
                 fast = virtual_step(model, virtual, lr)
                 meta_data = meta.batch(len(batch.index), rng)
-                meta_update(meta_net, meta_optimizer, model, fast, meta_data, params["grad_clip"])
+                meta_update(meta_net, peer.meta_optimizer, model, fast, meta_data, params["grad_clip"])
             with torch.no_grad():
                 labels = labels_of(batch)
             return corrected_loss(batch.scores, labels, batch.same_image, params)
@@ -614,10 +578,16 @@ class Peer:
     ) -> Peer:
         """A fresh network (heads seeded by ``seed``) and meta-net."""
         model = HeadTrainer(pairs, config, seed=seed, device=device, progress=progress)
-        meta_net = MetaSimilarityNet(model.image_head.shortcut.out_features, params["meta_hidden"]).to(model.device)
+        dim = model.image_head.shortcut.out_features
+        meta_net = MetaSimilarityNet(dim, params["meta_hidden"]).to(model.device)
         return cls(
             model,
             meta_net,
             torch.optim.Adam(meta_net.parameters(), lr=params["meta_lr"]),
             torch.optim.Adam(meta_net.readout(), lr=config.lr),
         )
+
+    def corpus_scores(self) -> np.ndarray:
+        """The meta-net's corrected score of every pair of the corpus the network trains on."""
+        model = self.model
+        return corrected_scores(self.meta_net, model, model.images, model.texts, model.image_index)
