@@ -21,12 +21,17 @@ learns with.
   clean. Before the first purification the meta-net takes ``meta_warmup_steps`` direct steps
   on the meta data, before each later one its readout alone does (:meth:`MSCNScorer._recalibrate`),
   so that it is calibrated to the heads as they are then.
+- Co-purification (:class:`Peer`): as the official code, two networks (A and B), each with its
+  own meta-net, purify for one another: A's mixture chooses the pairs B trains on, then B's
+  chooses A's, so neither trains only on the pairs its own errors called clean.
 
 A warm-up on all pairs comes first; the meta-net learns the meta data directly alongside it.
 
-``cp_p_clean`` is the mixture's clean posterior after the last epoch, ``cp_soft_label``
-the meta-net's corrected correspondence, ``cp_similarity`` the heads' cosine. A pair the method
-was not fit on gets the final meta-net's corrected score, through the last purification's mixture.
+``cp_p_clean`` is the mean of the two networks' clean posteriors after the last epoch (their
+final mixtures fitted to convergence, :data:`EM_CONVERGED`), ``cp_soft_label`` the mean of their
+meta-nets' corrected correspondences, ``cp_similarity`` the mean of their heads' cosines. A pair
+the method was not fit on gets each network's final corrected score through that network's last
+mixture, averaged the same way.
 """
 
 from __future__ import annotations

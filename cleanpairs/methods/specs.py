@@ -127,7 +127,7 @@ L2RM = MethodSpec(
 
 MSCN = MethodSpec(
     name="mscn",
-    summary="MSCN (CVPR'23): meta-net on a trusted set corrects similarities (bi-level), BMM purification",
+    summary="MSCN (CVPR'23): meta-net on a trusted set corrects similarities (bi-level); two nets co-purify",
     module="cleanpairs.methods.mscn",
     needs_trusted=True,
     params={
