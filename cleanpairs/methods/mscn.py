@@ -21,18 +21,24 @@ learns with.
   clean. Before the first purification the meta-net takes ``meta_warmup_steps`` direct steps
   on the meta data, before each later one its readout alone does (:meth:`MSCNScorer._recalibrate`),
   so that it is calibrated to the heads as they are then.
+- Co-purification (:class:`Peer`): as the official code, two networks (A and B), each with its
+  own meta-net, purify for one another: A's mixture chooses the pairs B trains on, then B's
+  chooses A's, so neither trains only on the pairs its own errors called clean.
 
 A warm-up on all pairs comes first; the meta-net learns the meta data directly alongside it.
 
-``cp_p_clean`` is the mixture's clean posterior after the last epoch, ``cp_soft_label``
-the meta-net's corrected correspondence, ``cp_similarity`` the heads' cosine. A pair the method
-was not fit on gets the final meta-net's corrected score, through the last purification's mixture.
+``cp_p_clean`` is the mean of the two networks' clean posteriors after the last epoch (their
+final mixtures fitted to convergence, :data:`EM_CONVERGED`), ``cp_soft_label`` the mean of their
+meta-nets' corrected correspondences, ``cp_similarity`` the mean of their heads' cosines. A pair
+the method was not fit on gets each network's final corrected score through that network's last
+mixture, averaged the same way.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,7 +49,7 @@ from torch.nn import functional as F
 
 from cleanpairs.contract import Heads
 from cleanpairs.core.agreement import AgreementSplit
-from cleanpairs.core.heads import TorchHeads
+from cleanpairs.core.heads import AveragedHeads, TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
 from cleanpairs.core.mixture import PosteriorMap, clean_subset, gaussian_split
 from cleanpairs.core.reference import cosine_statistic, reference_statistic
@@ -56,6 +62,13 @@ from cleanpairs.methods.registry import register
 
 SCORE_EPS = 1e-3
 """Corrected scores are clipped to ``[eps, 1 - eps]`` before the mixture (as official)."""
+
+EM_OFFICIAL = {"max_iter": 10, "tol": 1e-2}
+"""The official EM budget of a purification in training (pomegranate's ``fit``)."""
+
+EM_CONVERGED = {"max_iter": 200, "tol": 1e-6}
+"""The EM budget of the final posterior: to convergence (docs/methods.md, mscn: the official budget
+stops half-way from the meta data's start and under-estimates high noise)."""
 
 VARIANCE_FLOOR = 1e-4
 """Smallest variance of a mixture component, on the logit axis (a component of tied scores)."""
@@ -331,50 +344,65 @@ class MSCNScorer(PairScorer):
                 f"{pairs.images.shape[1]}/{pairs.texts.shape[1]}"
             )
         config = HeadConfig.from_params(params)
-        warmup, epochs = params["warmup_epochs"], params["epochs"]
+        warmup, epochs, k = params["warmup_epochs"], params["epochs"], params["networks"]
         n = len(pairs)
         state = PairState(n)
         rng = np.random.default_rng(self.seed)
         steps = max(1, n // min(config.batch_size, n))
-        with progress_bar(steps * (warmup + epochs), self.name) as bar:
-            model = HeadTrainer(pairs, config, seed=self.seed, device=self.device, progress=bar)
-            dim = model.image_head.shortcut.out_features
-            meta_net = MetaSimilarityNet(dim, params["meta_hidden"]).to(model.device)
-            meta_optimizer = torch.optim.Adam(meta_net.parameters(), lr=params["meta_lr"])
-            recalibration = torch.optim.Adam(meta_net.readout(), lr=config.lr)
-            meta = MetaData(trusted, negatives, model.device)
+        with progress_bar(k * steps * (warmup + epochs), self.name) as bar:
+            peers = [Peer.build(pairs, config, params, self.seed + j, self.device, bar) for j in range(k)]
+            meta = MetaData(trusted, negatives, peers[0].model.device)
+
+            def averaged() -> AveragedHeads:
+                return AveragedHeads([peer.model.heads() for peer in peers])
+
             subset = None
             for epoch in range(warmup + epochs):
                 lr = lr_at(epoch, config.lr, params["lr_step"])
-                # As official, the meta-net learns at the heads' rate in the warm-up, at meta_lr after.
-                _set_lr(meta_optimizer, lr)
                 if epoch < warmup:
-                    loss = self._warmup_loss(model, meta_net, meta_optimizer, meta, rng, params)
-                else:
+                    for peer in peers:
+                        # As official, the meta-net learns at the heads' rate in the warm-up.
+                        _set_lr(peer.meta_optimizer, lr)
+                        peer.model.run_epoch(self._warmup_loss(peer, meta, rng, params), lr=lr)
+                    self.epoch_done(epoch, averaged)
+                    continue
+                p_clean = []
+                # Co-purification (official order): network j purifies, its peer trains on the
+                # pairs it took as clean; then the peer purifies for the next one.
+                for j, purifier in enumerate(peers):
+                    learner = peers[(j + 1) % k]
                     # The first purification's meta-net learns in full, later ones recalibrate.
-                    first = meta_optimizer if epoch == warmup else recalibration
-                    _set_lr(recalibration, lr)
-                    self._recalibrate(model, meta_net, first, meta, rng, params, config.batch_size)
-                    _set_lr(meta_optimizer, lr_at(epoch, params["meta_lr"], params["lr_step"]))
-                    p_clean = self._purify(model, meta_net, meta, rng, params)
-                    state.update(p_clean=p_clean)
-                    subset = clean_subset(p_clean, params["p_threshold"], min(n, 2 * config.batch_size))
-                    loss = self._bilevel_loss(model, meta_net, meta_optimizer, meta, rng, lr, params)
-                model.run_epoch(loss, subset, lr=lr)
-                self.epoch_done(epoch, model.heads)
-            self._recalibrate(model, meta_net, recalibration, meta, rng, params, config.batch_size)
-            p_clean, mapping = self._fit_purify(model, meta_net, meta, rng)
-            soft_label = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
+                    _set_lr(purifier.meta_optimizer, lr)
+                    _set_lr(purifier.recalibration, lr)
+                    first = purifier.meta_optimizer if epoch == warmup else purifier.recalibration
+                    self._recalibrate(purifier, first, meta, rng, params, config.batch_size)
+                    p_clean.append(self._purify(purifier, meta, rng)[0])
+                    subset = clean_subset(p_clean[-1], params["p_threshold"], min(n, 2 * config.batch_size))
+                    # After the warm-up the meta-net learns at meta_lr.
+                    _set_lr(learner.meta_optimizer, lr_at(epoch, params["meta_lr"], params["lr_step"]))
+                    learner.model.run_epoch(self._bilevel_loss(learner, meta, rng, lr, params), subset, lr=lr)
+                state.update(p_clean=np.mean(p_clean, axis=0))
+                self.epoch_done(epoch, averaged)
+            final = []
+            for peer in peers:
+                self._recalibrate(peer, peer.recalibration, meta, rng, params, config.batch_size)
+                final.append(self._purify(peer, meta, rng, EM_CONVERGED))
+            p_clean = np.mean([posterior for posterior, _ in final], axis=0)
+            soft_label = np.mean([peer.corpus_scores() for peer in peers], axis=0)
+            similarity = np.mean([peer.model.similarity() for peer in peers], axis=0)
+        modules: dict[str, nn.Module] = {}
+        for j, peer in enumerate(peers):
+            modules.update({f"m{j}.image": peer.model.image_head, f"m{j}.text": peer.model.text_head})
+            modules[f"m{j}.meta"] = peer.meta_net
         self.state_ = FittedState(
-            {"image": model.image_head, "text": model.text_head, "meta": meta_net},
-            {"p_clean": AgreementSplit.plain(mapping)},
+            modules, {f"m{j}": AgreementSplit.plain(mapping) for j, (_, mapping) in enumerate(final)}
         )
         state.update(p_clean=p_clean, soft_label=soft_label)
         return PairScores.without_rematch(
             p_clean,
             np.clip(soft_label, 0, 1),
-            model.similarity(),
-            heads=model.heads(),
+            similarity,
+            heads=averaged(),
             info={
                 "epochs_run": warmup + epochs,
                 "trained_on_last_epoch": n if subset is None else len(subset),
@@ -384,8 +412,7 @@ class MSCNScorer(PairScorer):
 
     @staticmethod
     def _recalibrate(
-        model: HeadTrainer,
-        meta_net: MetaSimilarityNet,
+        peer: Peer,
         optimizer: torch.optim.Optimizer,
         meta: MetaData,
         rng: np.random.Generator,
@@ -400,48 +427,49 @@ class MSCNScorer(PairScorer):
         to scores piled at 0 and 1 (the correction of a clean pair grew from 0.8 to 14)."""
         for _ in range(params["meta_warmup_steps"]):
             meta_data = meta.batch(batch_size, rng)
-            meta_update(meta_net, optimizer, model, None, meta_data, params["grad_clip"])
+            meta_update(peer.meta_net, optimizer, peer.model, None, meta_data, params["grad_clip"])
 
     @staticmethod
     def _purify(
-        model: HeadTrainer,
-        meta_net: MetaSimilarityNet,
-        meta: MetaData,
-        rng: np.random.Generator,
-        params: dict[str, Any],
-    ) -> np.ndarray:
-        """The clean posterior of every pair, the mixture started from the meta data's scores."""
-        return MSCNScorer._fit_purify(model, meta_net, meta, rng)[0]
-
-    @staticmethod
-    def _fit_purify(
-        model: HeadTrainer, meta_net: MetaSimilarityNet, meta: MetaData, rng: np.random.Generator
+        peer: Peer, meta: MetaData, rng: np.random.Generator, em: dict[str, Any] = EM_OFFICIAL
     ) -> tuple[np.ndarray, PosteriorMap]:
-        """:meth:`_purify`, and the fitted map of the corrected scores."""
-        corpus = corrected_scores(meta_net, model, model.images, model.texts, model.image_index)
+        """The clean posterior of every pair by ``peer``'s corrected scores, the mixture started
+        from the meta data's scores and fitted with the EM budget ``em``; and its fitted map."""
         images, texts, labels = meta.batch(2 * len(meta.trusted), rng)
-        own = torch.arange(len(texts), device=model.device)
-        prior = corrected_scores(meta_net, model, images, texts, own)
+        own = torch.arange(len(texts), device=peer.model.device)
+        prior = corrected_scores(peer.meta_net, peer.model, images, texts, own)
         labels_np = labels.cpu().numpy()
-        return purify(corpus, prior[labels_np > 0.5], prior[labels_np < 0.5])
+        return purify(peer.corpus_scores(), prior[labels_np > 0.5], prior[labels_np < 0.5], **em)
 
     def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
-        """The final meta-net's corrected score of each pair, through the last purification's mixture."""
+        """Each network's final corrected score of each pair, through its last purification's
+        mixture; the posteriors, scores and cosines averaged over the networks."""
         modules = self.state_.modules
-        heads = modules["image"], modules["text"]
+        k = len(self.state_.splits)
 
         def tensor(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(x).to(self.device_)
 
-        scores = corrected_scores(
-            modules["meta"], heads, tensor(pairs.images), tensor(pairs.texts), tensor(pairs.image_index)
+        images, texts, owners = tensor(pairs.images), tensor(pairs.texts), tensor(pairs.image_index)
+        p_clean, scores, similarity = [], [], []
+        for j in range(k):
+            heads = modules[f"m{j}.image"], modules[f"m{j}.text"]
+            score = corrected_scores(modules[f"m{j}.meta"], heads, images, texts, owners)
+            p_clean.append(self.state_.splits[f"m{j}"].posterior(score_logit(score)))
+            scores.append(score)
+            similarity.append(reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_))
+        return PairScores.without_rematch(
+            np.mean(p_clean, axis=0), np.clip(np.mean(scores, axis=0), 0, 1), np.mean(similarity, axis=0)
         )
-        p_clean = self.state_.splits["p_clean"].posterior(score_logit(scores))
-        similarity = reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_)
-        return PairScores.without_rematch(p_clean, np.clip(scores, 0, 1), similarity)
 
     def _heads(self) -> Heads:
-        return TorchHeads(self.state_.modules["image"], self.state_.modules["text"], self.device_)
+        modules = self.state_.modules
+        return AveragedHeads(
+            [
+                TorchHeads(modules[f"m{j}.image"], modules[f"m{j}.text"], self.device_)
+                for j in range(len(self.state_.splits))
+            ]
+        )
 
     @staticmethod
     def _module_spec(module: nn.Module) -> dict[str, Any]:
@@ -457,18 +485,13 @@ class MSCNScorer(PairScorer):
 
     @staticmethod
     def _warmup_loss(
-        model: HeadTrainer,
-        meta_net: MetaSimilarityNet,
-        meta_optimizer: torch.optim.Optimizer,
-        meta: MetaData,
-        rng: np.random.Generator,
-        params: dict[str, Any],
+        peer: Peer, meta: MetaData, rng: np.random.Generator, params: dict[str, Any]
     ) -> Callable[[Batch], torch.Tensor]:
         """Warm-up: plain loss on all pairs; the meta-net learns the meta data directly alongside."""
 
         def loss(batch: Batch) -> torch.Tensor:
             meta_data = meta.batch(len(batch.index), rng)
-            meta_update(meta_net, meta_optimizer, model, None, meta_data, params["grad_clip"])
+            meta_update(peer.meta_net, peer.meta_optimizer, peer.model, None, meta_data, params["grad_clip"])
             if params["loss"] == "hinge":
                 margin = params["margin"]
                 return hinge_triplet(batch.scores, margin, hardest=False, same_image=batch.same_image)
@@ -478,15 +501,10 @@ class MSCNScorer(PairScorer):
 
     @staticmethod
     def _bilevel_loss(
-        model: HeadTrainer,
-        meta_net: MetaSimilarityNet,
-        meta_optimizer: torch.optim.Optimizer,
-        meta: MetaData,
-        rng: np.random.Generator,
-        lr: float,
-        params: dict[str, Any],
+        peer: Peer, meta: MetaData, rng: np.random.Generator, lr: float, params: dict[str, Any]
     ) -> Callable[[Batch], torch.Tensor]:
         """The batch loss; before it, a virtual step and a meta update every ``meta_interval`` steps."""
+        model, meta_net = peer.model, peer.meta_net
         step = [0]
 
         def labels_of(batch: Batch) -> torch.Tensor:
@@ -503,7 +521,7 @@ class MSCNScorer(PairScorer):
                 virtual = corrected_loss(batch.scores, labels_of(batch), batch.same_image, params).mean()
                 fast = virtual_step(model, virtual, lr)
                 meta_data = meta.batch(len(batch.index), rng)
-                meta_update(meta_net, meta_optimizer, model, fast, meta_data, params["grad_clip"])
+                meta_update(meta_net, peer.meta_optimizer, model, fast, meta_data, params["grad_clip"])
             with torch.no_grad():
                 labels = labels_of(batch)
             return corrected_loss(batch.scores, labels, batch.same_image, params)
@@ -541,3 +559,40 @@ class MetaData:
             torch.cat([texts[torch.from_numpy(positives)], other_texts[torch.from_numpy(neg_texts)]]),
             labels,
         )
+
+
+@dataclass
+class Peer:
+    """One of the co-purifying networks: its heads' trainer and its own meta-net, with the
+    meta-net's optimiser and the optimiser of its readout alone (:meth:`MSCNScorer._recalibrate`)."""
+
+    model: HeadTrainer
+    meta_net: MetaSimilarityNet
+    meta_optimizer: torch.optim.Optimizer
+    recalibration: torch.optim.Optimizer
+
+    @classmethod
+    def build(
+        cls,
+        pairs: PairEmbeddings,
+        config: HeadConfig,
+        params: dict[str, Any],
+        seed: int,
+        device: Any,
+        progress: Any,
+    ) -> Peer:
+        """A fresh network (heads seeded by ``seed``) and meta-net."""
+        model = HeadTrainer(pairs, config, seed=seed, device=device, progress=progress)
+        dim = model.image_head.shortcut.out_features
+        meta_net = MetaSimilarityNet(dim, params["meta_hidden"]).to(model.device)
+        return cls(
+            model,
+            meta_net,
+            torch.optim.Adam(meta_net.parameters(), lr=params["meta_lr"]),
+            torch.optim.Adam(meta_net.readout(), lr=config.lr),
+        )
+
+    def corpus_scores(self) -> np.ndarray:
+        """The meta-net's corrected score of every pair of the corpus the network trains on."""
+        model = self.model
+        return corrected_scores(self.meta_net, model, model.images, model.texts, model.image_index)

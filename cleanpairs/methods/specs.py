@@ -127,7 +127,7 @@ L2RM = MethodSpec(
 
 MSCN = MethodSpec(
     name="mscn",
-    summary="MSCN (CVPR'23): meta-net on a trusted set corrects similarities (bi-level), BMM purification",
+    summary="MSCN (CVPR'23): meta-net on a trusted set corrects similarities (bi-level); two nets co-purify",
     module="cleanpairs.methods.mscn",
     needs_trusted=True,
     params={
@@ -167,6 +167,13 @@ MSCN = MethodSpec(
             low_open=True,
         ),
         "meta_hidden": Param(int, 64, "hidden width of the meta-net", low=1),
+        "networks": Param(
+            int,
+            2,
+            "networks, each with its own meta-net, purifying the corpus for one another in turn "
+            "(official: 2, A and B)",
+            low=1,
+        ),
         "p_threshold": Param(float, 0.5, "clean posterior above which a pair is trained on", low=0, high=1),
         **head_params(batch_doc="pairs per batch (and per meta batch)"),
         "lr_step": Param(int, 0, "divide the learning rates by 10 every this many epochs (0: never)", low=0),

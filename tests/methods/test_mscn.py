@@ -82,3 +82,15 @@ def test_at_high_noise_its_split_does_not_collapse(high_noise_slice, trusted):
     assert kept >= 0.8 * clean.sum(), (kept, int(clean.sum()))
     assert metrics["estimated_noise_rate"] < metrics["true_noise_rate"] + 0.1, metrics
     assert metrics["auroc"] > 0.78, metrics
+
+
+def test_one_network_alone_still_runs_and_two_detect_no_worse(noisy_slice, trusted):
+    """``networks=1`` is the single network of before; the paper's two networks, each training on
+    the pairs its peer took as clean, rank the slice's shuffled captions at least as well."""
+    pairs, clean = noisy_slice
+    one = get_method("mscn")(seed=0, device="cpu", **SMALL, networks=1).fit(pairs, trusted).score()
+    two = _fit(pairs, trusted)
+    auroc_one = detection_metrics(one.p_clean, clean)["auroc"]
+    auroc_two = detection_metrics(two.p_clean, clean)["auroc"]
+    assert auroc_one > AUROC_FLOOR, auroc_one
+    assert auroc_two >= auroc_one - 0.005, (auroc_one, auroc_two)
