@@ -441,34 +441,43 @@ class MSCNScorer(PairScorer):
         labels_np = labels.cpu().numpy()
         return purify(peer.corpus_scores(), prior[labels_np > 0.5], prior[labels_np < 0.5], **em)
 
+    def _networks(self) -> list[tuple[nn.Module, nn.Module, MetaSimilarityNet, AgreementSplit]]:
+        """Each fitted network's image head, text head, meta-net and last purification's split.
+
+        A scorer saved before the two networks (one network, its modules named ``image``,
+        ``text`` and ``meta``, its split ``p_clean``) is read as one network, so it still applies.
+        """
+        modules, splits = self.state_.modules, self.state_.splits
+        if "meta" in modules:
+            return [(modules["image"], modules["text"], modules["meta"], splits["p_clean"])]
+        return [
+            (modules[f"m{j}.image"], modules[f"m{j}.text"], modules[f"m{j}.meta"], splits[f"m{j}"])
+            for j in range(len(splits))
+        ]
+
     def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
         """Each network's final corrected score of each pair, through its last purification's
         mixture; the posteriors, scores and cosines averaged over the networks."""
-        modules = self.state_.modules
-        k = len(self.state_.splits)
 
         def tensor(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(x).to(self.device_)
 
         images, texts, owners = tensor(pairs.images), tensor(pairs.texts), tensor(pairs.image_index)
         p_clean, scores, similarity = [], [], []
-        for j in range(k):
-            heads = modules[f"m{j}.image"], modules[f"m{j}.text"]
-            score = corrected_scores(modules[f"m{j}.meta"], heads, images, texts, owners)
-            p_clean.append(self.state_.splits[f"m{j}"].posterior(score_logit(score)))
+        for image_head, text_head, meta_net, split in self._networks():
+            score = corrected_scores(meta_net, (image_head, text_head), images, texts, owners)
+            p_clean.append(split.posterior(score_logit(score)))
             scores.append(score)
-            similarity.append(reference_statistic(*heads, pairs, None, cosine_statistic, device=self.device_))
+            similarity.append(
+                reference_statistic(image_head, text_head, pairs, None, cosine_statistic, device=self.device_)
+            )
         return PairScores.without_rematch(
             np.mean(p_clean, axis=0), np.clip(np.mean(scores, axis=0), 0, 1), np.mean(similarity, axis=0)
         )
 
     def _heads(self) -> Heads:
-        modules = self.state_.modules
         return AveragedHeads(
-            [
-                TorchHeads(modules[f"m{j}.image"], modules[f"m{j}.text"], self.device_)
-                for j in range(len(self.state_.splits))
-            ]
+            [TorchHeads(image, text, self.device_) for image, text, _, _ in self._networks()]
         )
 
     @staticmethod

@@ -94,3 +94,29 @@ def test_one_network_alone_still_runs_and_two_detect_no_worse(noisy_slice, trust
     auroc_two = detection_metrics(two.p_clean, clean)["auroc"]
     assert auroc_one > AUROC_FLOOR, auroc_one
     assert auroc_two >= auroc_one - 0.005, (auroc_one, auroc_two)
+
+
+def test_a_scorer_saved_with_one_network_before_the_two_still_applies():
+    from tests.methods.test_contract import halves
+
+    (fit, _), (held_out, _), trusted = halves()
+    scorer = get_method("mscn")(seed=0, device="cpu", epochs=1, warmup_epochs=1, networks=1).fit(fit, trusted)
+    manifest, tensors = scorer.fitted_state()
+    # The layout of before: one network's modules named image/text/meta, its split p_clean.
+    old_names = {"m0.image": "image", "m0.text": "text", "m0.meta": "meta", "m0": "p_clean"}
+
+    def renamed(name: str) -> str:
+        kind, _, rest = name.partition(".")
+        for new, old in old_names.items():
+            if rest == new or rest.startswith(new + "."):
+                return f"{kind}.{old}{rest[len(new):]}"
+        return name
+
+    old_manifest = {
+        **manifest,
+        "params": {k: v for k, v in manifest["params"].items() if k != "networks"},
+        "modules": {old_names[k]: v for k, v in manifest["modules"].items()},
+        "splits": {old_names[k]: v for k, v in manifest["splits"].items()},
+    }
+    old = get_method("mscn").from_fitted_state(old_manifest, {renamed(k): v for k, v in tensors.items()})
+    assert np.array_equal(old.score_pairs(held_out).p_clean, scorer.score_pairs(held_out).p_clean)
