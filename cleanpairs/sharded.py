@@ -323,7 +323,7 @@ def fit_on_sample(
         return get_method(method)(seed=seed, device=device, **params).fit(pairs), {}
     separation: dict[int, float] = {}
     best = None
-    for epochs in lengths:
+    for epochs in sorted(lengths, reverse=True):
         scorer = get_method(method)(seed=seed, device=device, **{**params, "epochs": epochs}).fit(pairs)
         separation[epochs] = scorer.held_out_separation(held_out)
         if best is None or separation[epochs] > separation[best[0]]:
