@@ -83,18 +83,16 @@ def mixture_separation(values: np.ndarray, *, seed: int = 0) -> float:
     """How well a two-component Gaussian mixture of ``values`` tells its components apart: the
     AUROC its two Gaussians imply, ``Phi(|mu_1 - mu_2| / sqrt(var_1 + var_2))``, in [0.5, 1].
 
-    Needs no truth, so it can compare fits on pairs whose truth is unknown (a held-out sample):
-    the better a statistic separates clean pairs from noisy ones, the further apart the mixture
-    puts its components. Values with no spread separate nothing (0.5).
+    The mixture is the one the methods split with (:func:`fit_gmm_split`). Needs no truth, so it
+    can compare fits on pairs whose truth is unknown (a held-out sample): the better a statistic
+    separates clean pairs from noisy ones, the further apart the mixture puts its components.
+    Values with no spread separate nothing (0.5); values that are not finite are left out.
     """
     x = np.asarray(values, dtype=np.float64).ravel()
-    x = x[np.isfinite(x)]
-    spread = float(np.std(x)) if len(x) else 0.0
-    if len(x) < 4 or spread <= 1e-12:
+    split = fit_gmm_split(x[np.isfinite(x)], seed=seed)[1]
+    if split.mixture != "gaussian":
         return 0.5
-    gmm = GaussianMixture(n_components=2, reg_covar=1e-4, random_state=seed)
-    gmm.fit(((x - x.mean()) / spread).reshape(-1, 1))
-    means, variances = gmm.means_.ravel(), gmm.covariances_.reshape(2)
+    means, variances = split.components["means"], split.components["variances"]
     return float(stats.norm.cdf(abs(means[1] - means[0]) / np.sqrt(variances.sum())))
 
 
