@@ -328,7 +328,7 @@ def fit_on_sample(
         separation[epochs] = scorer.held_out_separation(held_out)
         if best is None or separation[epochs] > separation[best[0]]:
             best = (epochs, scorer)
-        del scorer
+        del scorer  # a losing fit is freed before the next one is made
     epochs, scorer = best
     measured = {str(k): round(v, 6) for k, v in separation.items()}
     return scorer, {"fit_epochs": epochs, "held_out_separation": measured}
