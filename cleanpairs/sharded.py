@@ -288,18 +288,21 @@ def _scorer_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def training_lengths(params: dict[str, Any], given: Collection[str] = ()) -> tuple[int, ...]:
-    """The training lengths (``epochs``) a fit on a sample chooses among on the held-out pairs:
-    the method's ``epochs`` and half of it (rounded up), or none to choose among where the method
-    has no ``epochs`` or the user set it (``given``: the parameters the user named).
+def training_lengths(
+    params: dict[str, Any], given: Collection[str] = (), name: str = "epochs"
+) -> tuple[int, ...]:
+    """The training lengths (the value of the method's length parameter ``name``, its
+    :attr:`~cleanpairs.methods.base.MethodSpec.length_param`) a fit on a sample chooses among on
+    the held-out pairs: the method's and half of it (rounded up), or none to choose among where
+    the method has no such parameter or the user set it (``given``: the parameters the user named).
 
     On a sample the heads see fewer pairs as often as on the whole corpus and memorise its noisy
     captions sooner; which length ranks unseen pairs better depends on the sample's size and
     noise, so it is measured (``docs/methods.md``, "Fit on a sample, score the corpus").
     """
-    if "epochs" not in params or "epochs" in given:
+    if name not in params or name in given:
         return ()
-    full = int(params["epochs"])
+    full = int(params[name])
     return tuple(dict.fromkeys((full, -(-full // 2))))
 
 
@@ -317,14 +320,15 @@ def fit_on_sample(
     per training length, keeping the fit whose statistic the held-out pairs separate best
     (:meth:`PairScorer.held_out_separation`; a tie keeps the longer). Returns the fitted scorer
     and what the run file records of the choice."""
-    from cleanpairs.methods import get_method
+    from cleanpairs.methods import get_method, get_spec
 
     if held_out is None or len(lengths) < 2:
         return get_method(method)(seed=seed, device=device, **params).fit(pairs), {}
+    length_param = get_spec(method).length_param
     separation: dict[int, float] = {}
     best = None
     for epochs in sorted(lengths, reverse=True):
-        scorer = get_method(method)(seed=seed, device=device, **{**params, "epochs": epochs}).fit(pairs)
+        scorer = get_method(method)(seed=seed, device=device, **{**params, length_param: epochs}).fit(pairs)
         separation[epochs] = scorer.held_out_separation(held_out)
         if best is None or separation[epochs] > separation[best[0]]:
             best = (epochs, scorer)
@@ -649,7 +653,7 @@ def score_shards(
             calibration=None if held_out is None else read_sample(shards, counts, held_out, roles_options),
             method=method,
             params=params_used,
-            lengths=training_lengths(params_used, set(params or {})),
+            lengths=training_lengths(params_used, set(params or {}), get_spec(method).length_param),
             encoder=encoder,
             seed=seed,
             device=device,
@@ -669,9 +673,11 @@ def score_shards(
     # A sample fit that chose a shorter training length fit with it; the shards' metadata says
     # so (the run file's params stay those asked for, which a resumed run must match).
     chosen = (_read_run_file(out) or run).get("fit_epochs")
+    if chosen is not None:
+        params_used = {**params_used, get_spec(method).length_param: chosen}
     settings = {
         "method": method,
-        "params_used": params_used if chosen is None else {**params_used, "epochs": chosen},
+        "params_used": params_used,
         "encoder": encoder,
         "seed": seed,
         "device": device,

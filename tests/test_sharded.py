@@ -333,6 +333,9 @@ def test_a_sample_fit_chooses_its_training_length_on_the_held_out_pairs():
     # A length the user asked for is kept; a method without epochs has none to choose.
     assert training_lengths(ncr, {"epochs"}) == ()
     assert training_lengths(get_spec("crcl").check_params({})) == ()
+    # robust's length is its ncr component's; crcl's stages are not chosen.
+    robust = get_spec("robust")
+    assert training_lengths(robust.check_params({}), name=robust.length_param) == (6, 3)
 
 
 def test_the_chosen_length_is_the_best_separated_recorded_and_in_the_shards(tmp_path):
@@ -353,6 +356,15 @@ def test_the_chosen_length_is_the_best_separated_recorded_and_in_the_shards(tmp_
     score_shards(shards, tmp_path / "whole", **similarity)
     for folder in ("given", "whole"):
         assert "fit_epochs" not in json.loads((tmp_path / folder / RUN_FILE).read_text())
+
+
+def test_a_method_whose_length_is_another_parameter_chooses_that_one(tmp_path):
+    shards = noisy_shards(tmp_path / "in", images=40)
+    score_shards(shards, tmp_path / "out", method="robust", params={"batch_size": 32}, fit_pairs=200, **OPTIONS)
+    run = json.loads((tmp_path / "out" / RUN_FILE).read_text())
+    assert set(run["held_out_separation"]) == {"6", "3"} and run["fit_epochs"] in (6, 3)
+    meta = json.loads(pq.read_table(tmp_path / "out" / "00000.parquet").schema.metadata[b"cleanpairs"])
+    assert meta["params"]["ncr_epochs"] == run["fit_epochs"] and "epochs" not in meta["params"]
 
 
 def test_unseen_pairs_meet_every_caption_of_their_image_in_the_shard(tmp_path, cache_dir):

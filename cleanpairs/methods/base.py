@@ -89,6 +89,10 @@ class MethodSpec:
     validate
         An extra check over the checked values (a parameter whose string must parse, say); it
         raises :class:`ParameterError`.
+    length_param
+        The parameter that sets how long the method trains, which a fit on a sample chooses on
+        its held-out pairs (``docs/methods.md``, "Fit on a sample, score the corpus"); a method
+        without it has no length to choose.
     """
 
     name: str
@@ -97,6 +101,7 @@ class MethodSpec:
     params: Mapping[str, Param] = field(default_factory=dict)
     needs_trusted: bool = False
     validate: Callable[[dict[str, Any]], None] | None = None
+    length_param: str = "epochs"
 
     def check_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Check ``values`` against the declared parameters; return all of them, defaults filled.

@@ -254,6 +254,8 @@ ROBUST = MethodSpec(
         "noise is shared by whole images"
     ),
     module="cleanpairs.methods.robust",
+    # crcl's stages stay as they are: crcl chose no shorter length on a sample (docs/methods.md).
+    length_param="ncr_epochs",
     params={
         "share_low": Param(
             float,
