@@ -1,7 +1,9 @@
 """Fit on a sample vs fit on all (docs/methods.md, "Fit on a sample, score the corpus"): Flickr8k
 train with 40% of captions shuffled (seed 0) in three 10,000-pair parquet shards, scored into a
 folder with `score_shards` at each `--fit-pairs`; detection AUROC and estimated noise rate over
-all 30,000 pairs, one JSON line per (method, fit pairs).
+all 30,000 pairs, one JSON line per (method, fit pairs). With `--table`, also a markdown table
+of each method's sample fits against its fit on all pairs (the first `--fit-pairs`), for
+docs/benchmarks.md (`make bench`).
 
     python benchmarks/fit_sample.py --out /tmp/fit-sample --cache-dir /work/.flk-cache \\
         --methods similarity,ncr,rcar --fit-pairs 1000000,10000
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -47,6 +50,7 @@ def write_shards(folder: Path, shards: int = 3, rate: float = 0.4) -> Path:
 
 
 def measure(shards: Path, out: Path, method: str, fit_pairs: int, cache_dir: str | None) -> dict:
+    shutil.rmtree(out, ignore_errors=True)  # a new measurement, not a resumed run
     start = time.perf_counter()
     run = score_shards(shards, out, method=method, fit_pairs=fit_pairs, device="cpu",
                        cache_dir=cache_dir, progress=False)  # fmt: skip
@@ -71,12 +75,38 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--methods", default="similarity,ncr,rcar")
     parser.add_argument("--fit-pairs", default="1000000,10000")
+    parser.add_argument("--table", type=Path, default=None, help="write the markdown table here")
     args = parser.parse_args()
     shards = write_shards(args.out / "in")
+    records = []
     for method in args.methods.split(","):
         for fit_pairs in (int(n) for n in args.fit_pairs.split(",")):
-            print(json.dumps(measure(shards, args.out / f"{method}-{fit_pairs}", method, fit_pairs,
-                                     args.cache_dir)), flush=True)  # fmt: skip
+            out = args.out / f"{method}-{fit_pairs}"
+            records.append(measure(shards, out, method, fit_pairs, args.cache_dir))
+            print(json.dumps(records[-1]), flush=True)
+    if args.table is not None:
+        args.table.write_text(render(records))
+
+
+def render(records: list[dict]) -> str:
+    """Each method's sample fits against its first record (the fit on all pairs)."""
+    lines = [
+        "| method | fit pairs | training length | AUROC | est. noise (true 40%) | vs fit on all | target |",
+        "| --- | ---: | --- | ---: | ---: | ---: | --- |",
+    ]
+    whole: dict[str, float] = {}
+    for r in records:
+        first = r["method"] not in whole
+        whole.setdefault(r["method"], r["auroc"])
+        gap = r["auroc"] - whole[r["method"]]
+        length = "as set" if r["fit_epochs"] is None else f"{r['fit_epochs']} chosen"
+        length = "whole corpus" if first else length
+        lines.append(
+            f"| {r['method']} | {r['fit_pairs']:,} | {length} | {r['auroc']:.4f} "
+            f"| {100 * r['estimated_noise']:.1f}% | {'' if first else f'{gap:+.4f}'} "
+            f"| {'' if first else ('met' if gap >= -0.005 else 'not met')} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
