@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--params", default="{}", help="the method's parameters, as JSON")
     parser.add_argument("--same-sample", action="store_true", help="fit every one on the first sample")
+    parser.add_argument("--overlap", action="store_true", help="draw each sample anew (they overlap)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         train, clean = embedded("train", 0, args.cache_dir, Path(tmp))
@@ -41,6 +42,10 @@ def main() -> None:
     for j in range(args.fits):
         start = 0 if args.same_sample else j * args.size
         rows = np.sort(order[start : start + args.size])
+        if args.overlap:
+            # A stream of its own: shuffle_captions draws the noisy rows from the seed's first one.
+            draw = np.random.default_rng([args.seed, 1000, j])
+            rows = np.sort(draw.choice(len(train), args.size, replace=False))
         method = get_method(args.method)(seed=args.seed + j, device="cpu", **json.loads(args.params))
         p_clean = method.fit(train.take(rows)).score_pairs(train).p_clean
         posteriors.append(p_clean)
