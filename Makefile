@@ -62,6 +62,8 @@ bench: $(STAMP)
 		--noise shuffle:0.2,0.4,0.6,0.8 --noise complete:0.4 --noise hard:0.2 --seeds 0
 	$(BIN)/python benchmarks/stability.py --rates 0.2,0.8 --seeds 0,1 --out $(BENCH_OUT)/stability.md
 	$(BIN)/python benchmarks/scale.py --sizes 100000,1000000,10000000 --pass-sizes 1000000 --methods similarity,ncr --out $(BENCH_OUT)/scale.md
+	$(BIN)/python benchmarks/scale.py --sizes 1000000,10000000 --pass-sizes 0 --compare-size 0 --methods robust \
+		--out $(BENCH_OUT)/scale_default.md
 	$(BIN)/python benchmarks/fit_sample.py --out .bench-cache/fit-sample --methods similarity,ncr,rcar,robust \
 		--fit-pairs 1000000,10000 --table $(BENCH_OUT)/fit_sample.md
 	$(BIN)/python benchmarks/threads.py --out $(BENCH_OUT)/threads.md

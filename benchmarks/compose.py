@@ -1,9 +1,9 @@
 """Assemble docs/benchmarks.md from what `make bench` wrote: the foundation and rematch-scale
 benchmarks' JSON (docs/benchmarks.json), the report of `cleanpairs bench` (docs/bench/report.md,
 with its plots), the training-stability benchmark (docs/bench/stability.md), the scale benchmark
-(docs/bench/scale.md), the fit-on-a-sample benchmark (docs/bench/fit_sample.md), the CPU-threads
-benchmark (docs/bench/threads.md) and the candidate offline encoders (docs/bench/encoders.md,
-`benchmarks/encoders.py`).
+(docs/bench/scale.md and, for the default method, scale_default.md), the fit-on-a-sample
+benchmark (docs/bench/fit_sample.md), the CPU-threads benchmark (docs/bench/threads.md) and the
+candidate offline encoders (docs/bench/encoders.md, `benchmarks/encoders.py`).
 
     python benchmarks/compose.py
 """
@@ -38,6 +38,13 @@ share of bare numpy's). The second table: the run
 killed with SIGKILL after about half of its shards and started again (the sum of both), and the
 same run on the ray engine (a local 2-CPU Ray started by the run), against the uninterrupted local
 run; "same output" compares every shard's `cp_*` columns byte for byte.
+"""
+
+SCALE_DEFAULT = """### The default method at scale
+
+The same corpora and command for `robust`, the method `score` uses when none is named (it fits
+`ncr` and `crcl` side by side): score wall and peak RSS only, as `benchmarks/bare_pass.py` has
+no bare counterpart of it.
 """
 
 REMATCH_SHARDS = """### Rematch across shards (`benchmarks/rematch_shards.py`)
@@ -97,8 +104,14 @@ def main() -> None:
         parts.append(stability.read_text())
     if "rematch_scale" in data:
         parts.append(rematch.render(data["rematch_scale"]))
-    sections = (("scale.md", SCALE), ("fit_sample.md", FIT_SAMPLE), ("rematch_shards.md", REMATCH_SHARDS),
-                ("cache_index.md", CACHE_INDEX), ("threads.md", THREADS))  # fmt: skip
+    sections = (
+        ("scale.md", SCALE),
+        ("scale_default.md", SCALE_DEFAULT),
+        ("fit_sample.md", FIT_SAMPLE),
+        ("rematch_shards.md", REMATCH_SHARDS),
+        ("cache_index.md", CACHE_INDEX),
+        ("threads.md", THREADS),
+    )
     for name, heading in sections:
         if (BENCH / name).exists():
             parts.append(heading + "\n" + (BENCH / name).read_text())
