@@ -254,7 +254,7 @@ ROBUST = MethodSpec(
         "noise is shared by whole images"
     ),
     module="cleanpairs.methods.robust",
-    # crcl's stages stay as they are: crcl chose no shorter length on a sample (docs/methods.md).
+    # Its ncr component's epochs; crcl's stages restart, so they have no one length to halve.
     length_param="ncr_epochs",
     params={
         "share_low": Param(
