@@ -360,7 +360,8 @@ def test_the_chosen_length_is_the_best_separated_recorded_and_in_the_shards(tmp_
 
 def test_a_method_whose_length_is_another_parameter_chooses_that_one(tmp_path):
     shards = noisy_shards(tmp_path / "in", images=40)
-    score_shards(shards, tmp_path / "out", method="robust", params={"batch_size": 32}, fit_pairs=200, **OPTIONS)
+    robust = {"method": "robust", "params": {"batch_size": 32}, **OPTIONS}
+    score_shards(shards, tmp_path / "out", fit_pairs=200, **robust)
     run = json.loads((tmp_path / "out" / RUN_FILE).read_text())
     assert set(run["held_out_separation"]) == {"6", "3"} and run["fit_epochs"] in (6, 3)
     meta = json.loads(pq.read_table(tmp_path / "out" / "00000.parquet").schema.metadata[b"cleanpairs"])
