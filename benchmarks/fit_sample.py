@@ -3,7 +3,8 @@ train with 40% of captions shuffled (seed 0) in three 10,000-pair parquet shards
 folder with `score_shards` at each `--fit-pairs`; detection AUROC and estimated noise rate over
 all 30,000 pairs, one JSON line per (method, fit pairs). With `--table`, also a markdown table
 of each method's sample fits against its fit on all pairs (the first `--fit-pairs`), for
-docs/benchmarks.md (`make bench`).
+docs/benchmarks.md (`make bench`). `--params` gives every method the same parameters (JSON):
+`make bench` runs it again with `'{"align": "cca"}'` (docs/methods.md, "Corpus alignment").
 
     python benchmarks/fit_sample.py --out /tmp/fit-sample --cache-dir /work/.flk-cache \\
         --methods similarity,ncr,rcar --fit-pairs 1000000,10000
@@ -49,10 +50,12 @@ def write_shards(folder: Path, shards: int = 3, rate: float = 0.4) -> Path:
     return folder
 
 
-def measure(shards: Path, out: Path, method: str, fit_pairs: int, cache_dir: str | None) -> dict:
+def measure(
+    shards: Path, out: Path, method: str, fit_pairs: int, cache_dir: str | None, params: dict | None = None
+) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a new measurement, not a resumed run
     start = time.perf_counter()
-    run = score_shards(shards, out, method=method, fit_pairs=fit_pairs, device="cpu",
+    run = score_shards(shards, out, method=method, fit_pairs=fit_pairs, device="cpu", params=params,
                        cache_dir=cache_dir, progress=False)  # fmt: skip
     table = pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("0*.parquet")))
     p_clean = table.column("cp_p_clean").to_numpy()
@@ -76,13 +79,14 @@ def main() -> None:
     parser.add_argument("--methods", default="similarity,ncr,rcar")
     parser.add_argument("--fit-pairs", default="1000000,10000")
     parser.add_argument("--table", type=Path, default=None, help="write the markdown table here")
+    parser.add_argument("--params", default="{}", help="every method's parameters, as JSON")
     args = parser.parse_args()
     shards = write_shards(args.out / "in")
     records = []
     for method in args.methods.split(","):
         for fit_pairs in (int(n) for n in args.fit_pairs.split(",")):
             out = args.out / f"{method}-{fit_pairs}"
-            records.append(measure(shards, out, method, fit_pairs, args.cache_dir))
+            records.append(measure(shards, out, method, fit_pairs, args.cache_dir, json.loads(args.params)))
             print(json.dumps(records[-1]), flush=True)
     if args.table is not None:
         args.table.write_text(render(records))

@@ -315,20 +315,23 @@ def fit_on_sample(
     lengths: tuple[int, ...],
     seed: int,
     device: str,
+    moments: Any | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit ``method`` on ``pairs``; with ``held_out`` pairs and ``lengths`` to choose among, once
     per training length, keeping the fit whose statistic the held-out pairs separate best
-    (:meth:`PairScorer.held_out_separation`; a tie keeps the longer). Returns the fitted scorer
-    and what the run file records of the choice."""
+    (:meth:`PairScorer.held_out_separation`; a tie keeps the longer). ``moments`` are the whole
+    corpus's cross-moments, for a method with ``align=cca``. Returns the fitted scorer and what
+    the run file records of the choice."""
     from cleanpairs.methods import get_method, get_spec
 
     if held_out is None or len(lengths) < 2:
-        return get_method(method)(seed=seed, device=device, **params).fit(pairs), {}
+        return get_method(method)(seed=seed, device=device, **params).fit(pairs, moments=moments), {}
     length_param = get_spec(method).length_param
     separation: dict[int, float] = {}
     best = None
     for epochs in sorted(lengths, reverse=True):
-        scorer = get_method(method)(seed=seed, device=device, **{**params, length_param: epochs}).fit(pairs)
+        scorer = get_method(method)(seed=seed, device=device, **{**params, length_param: epochs})
+        scorer.fit(pairs, moments=moments)
         separation[epochs] = scorer.held_out_separation(held_out)
         if best is None or separation[epochs] > separation[best[0]]:
             best = (epochs, scorer)
@@ -353,11 +356,12 @@ def fit_and_save(
     cache_dir: str | os.PathLike | None,
     progress: bool,
     max_image_pixels: int | None,
+    moments: Any | None = None,
 ) -> dict[str, Any]:
     """Embed the fit corpus, fit the method (choosing among the training ``lengths`` on the
-    held-out ``calibration`` pairs, if any), calibrate it on those pairs, save the scorer and the
-    fit's own scores of every pair (``rows``: their global rows) into ``folder``. Returns what the
-    run file records."""
+    held-out ``calibration`` pairs, if any; aligned on the corpus's ``moments`` where given),
+    calibrate it on those pairs, save the scorer and the fit's own scores of every pair
+    (``rows``: their global rows) into ``folder``. Returns what the run file records."""
     from cleanpairs.encoders import embed_corpus
     from cleanpairs.io.scorers import save_scorer
 
@@ -377,6 +381,7 @@ def fit_and_save(
         lengths=lengths,
         seed=seed,
         device=device,
+        moments=moments,
     )
     record: dict[str, Any] = {"fit_pairs_used": len(embedded.rows), "calibration_pairs": 0, **choice}
     if held_out is not None:
@@ -549,7 +554,9 @@ def score_shards(
     Without ``scorer``, the method is fit on ``fit_pairs`` pairs drawn uniformly from the corpus
     (the whole corpus when it is smaller: then every pair gets the fit's own scores, as a one-file
     ``score`` gives) and saved in ``output/_scorer`` (and in ``save_scorer_to``) before any shard
-    is scored. With ``scorer`` (a folder saved by an earlier run), nothing is fit. A run into a
+    is scored; a sample fit with the method's ``align=cca`` first sums the cross-moments of every
+    pair of every shard (:mod:`cleanpairs.sharded_moments`), so the alignment is the whole
+    corpus's. With ``scorer`` (a folder saved by an earlier run), nothing is fit. A run into a
     folder of an earlier run with the same settings and inputs resumes: finished shards (those
     with a marker) are skipped. With ``rematch``, the flagged pairs of all shards are then
     rematched across shards (:mod:`cleanpairs.sharded_rematch`).
@@ -635,6 +642,13 @@ def score_shards(
     if not resuming:
         _write_json(out / RUN_FILE, {**run, "state": "fitting"})
     timings: dict[str, float] = {}
+    embedding = {
+        "encoder": encoder,
+        "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+        "device": device,
+        "max_image_pixels": max_image_pixels,
+        "roles_options": roles_options,
+    }
 
     sample = fit_sample_rows(counts, fit_pairs, seed) if scorer is None else np.zeros(0, dtype=np.int64)
     fitted = False
@@ -644,6 +658,12 @@ def score_shards(
         scorer_folder = Path(scorer).resolve()
     elif not (scorer_folder / "scorer.json").exists() or not (out / FIT_SCORES).exists():
         tick = time.perf_counter()
+        moments = None
+        if sample is not None and params_used["align"] == "cca":
+            from cleanpairs.sharded_moments import corpus_moments
+
+            moments = corpus_moments(shards, embedding, engine=engine, ray_address=ray_address,
+                                     skip=skip_bad_shards, progress=progress)  # fmt: skip
         corpus = read_sample(shards, counts, sample, roles_options)
         held_out = calibration_rows(counts, sample, seed)
         fit_record = fit_and_save(
@@ -660,7 +680,10 @@ def score_shards(
             cache_dir=cache_dir,
             progress=progress,
             max_image_pixels=max_image_pixels,
+            moments=moments,
         )
+        if moments is not None:
+            fit_record["aligned_on_pairs"] = moments.count
         fitted = True
         timings["fit_s"] = time.perf_counter() - tick
         run_now = {**run, "state": "scoring", **fit_record}
@@ -676,14 +699,10 @@ def score_shards(
     if chosen is not None:
         params_used = {**params_used, get_spec(method).length_param: chosen}
     settings = {
+        **embedding,
         "method": method,
         "params_used": params_used,
-        "encoder": encoder,
         "seed": seed,
-        "device": device,
-        "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
-        "max_image_pixels": max_image_pixels,
-        "roles_options": roles_options,
         "scorer": scorer_id or _scorer_digest(scorer_folder),
         "rematch": run.get("rematch"),
     }

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cleanpairs.noise", "cleanpairs.metrics", "cleanpairs.demo"),
     ("cleanpairs.pipeline", "cleanpairs.retrieval", "cleanpairs.bench", "cleanpairs.bench_report",
      "cleanpairs.review"),
-    ("cleanpairs.sharded", "cleanpairs.sharded_rematch"),
+    ("cleanpairs.sharded", "cleanpairs.sharded_moments", "cleanpairs.sharded_rematch"),
     ("cleanpairs.api",),
     ("cleanpairs.cli",),
 ]

@@ -257,6 +257,12 @@ def test_the_ray_engine_writes_what_the_local_engine_writes(tmp_path):
     run = score_shards(shards, tmp_path / "ray", engine="ray", **settings)
     assert run.scored_shards == 3
     assert files(tmp_path / "ray") == files(tmp_path / "local")
+    # The corpus moments of an aligned sample fit are gathered on the engine too.
+    aligned = {**settings, "params": {"epochs": 2, "align": "cca"}}
+    score_shards(shards, tmp_path / "local-aligned", **aligned)
+    score_shards(shards, tmp_path / "ray-aligned", engine="ray", **aligned)
+    assert files(tmp_path / "ray-aligned") == files(tmp_path / "local-aligned")
+    assert json.loads((tmp_path / "ray-aligned" / RUN_FILE).read_text())["aligned_on_pairs"] == 180
 
 
 def test_an_unknown_engine_is_refused_before_any_work(tmp_path):
@@ -390,3 +396,29 @@ def test_unseen_pairs_meet_every_caption_of_their_image_in_the_shard(tmp_path, c
     # agreement), as in `apply` on the same shard; scored alone the unseen pairs would lack it.
     assert np.array_equal(run, among_all)
     assert not np.allclose(alone, among_all, atol=1e-4)
+
+
+def test_an_aligned_sample_fit_takes_its_alignment_from_every_pair_of_every_shard(tmp_path):
+    from cleanpairs.core.alignment import CorpusAlignment, CrossMoments
+    from cleanpairs.encoders import embed_corpus
+    from cleanpairs.io.tables import read_pairs
+    from cleanpairs.methods import load_scorer
+
+    shards = noisy_shards(tmp_path / "in", images=40)
+    aligned = {"epochs": 2, "align": "cca"}
+    run = score_shards(shards, tmp_path / "out", method="ncr", fit_pairs=200, params=aligned,
+                       save_scorer_to=tmp_path / "scorer", **OPTIONS)  # fmt: skip
+    assert run.fit_pairs == 200
+    assert json.loads((tmp_path / "out" / RUN_FILE).read_text())["aligned_on_pairs"] == 480
+    moments = None
+    for shard in sorted(shards.glob("*.parquet")):
+        pairs = embed_corpus(read_pairs(shard), "precomputed", device="cpu", progress=False).pairs
+        moments = CrossMoments.of_pairs(pairs) if moments is None else moments + CrossMoments.of_pairs(pairs)
+    scorer = load_scorer(tmp_path / "scorer", device="cpu")
+    np.testing.assert_allclose(scorer.alignment_.text_map, CorpusAlignment.fit(moments).text_map, atol=1e-5)
+    applied = score_shards(shards, tmp_path / "applied", scorer=tmp_path / "scorer", **OPTIONS)
+    assert not applied.fitted
+    unseen = pa.array(np.setdiff1d(np.arange(480), fit_sample_rows([120] * 4, 200, seed=0)))
+    for name in CP:
+        run_scores, applied_scores = (_column(tmp_path / f, name).take(unseen) for f in ("out", "applied"))
+        assert run_scores.equals(applied_scores), name

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch and the core's fitted pieces load only when a scorer 
     from torch import nn
 
     from cleanpairs.core.agreement import AgreementSplit
+    from cleanpairs.core.alignment import CrossMoments
     from cleanpairs.core.reference import NegativeSample
 
 __all__ = [
@@ -76,6 +77,18 @@ def head_params(batch_size: int = 256, batch_doc: str = "pairs per batch") -> di
     }
 
 
+COMMON_PARAMS: dict[str, Param] = {
+    "align": Param(
+        str,
+        "none",
+        "map both encoders into one space by CCA of the whole corpus's cross-moments before the "
+        "method trains (cca), or not (none)",
+        choices=("none", "cca"),
+    ),
+}
+"""Parameters of every method: what the base class does around the method's own fit."""
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """What a method declares: its registry name, one-line summary, hyperparameters, whether it
@@ -102,6 +115,11 @@ class MethodSpec:
     needs_trusted: bool = False
     validate: Callable[[dict[str, Any]], None] | None = None
     length_param: str = "epochs"
+
+    def __post_init__(self) -> None:
+        # Declared once for every method, so that listing and checking a method's parameters
+        # shows them like its own.
+        object.__setattr__(self, "params", {**self.params, **COMMON_PARAMS})
 
     def check_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Check ``values`` against the declared parameters; return all of them, defaults filled.
@@ -180,7 +198,7 @@ class PairScorer:
         use this to follow retrieval quality over the epochs (training stability).
         """
         if self.on_epoch is not None:
-            self.on_epoch(epoch, heads())
+            self.on_epoch(epoch, self._encoder_heads(heads()))
 
     @classmethod
     def check_params(cls, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,11 +209,20 @@ class PairScorer:
         """Every hyperparameter's value, defaults filled in (after checking them)."""
         return self.check_params(self.hyperparameters)
 
-    def fit(self, pairs: PairEmbeddings, trusted: PairEmbeddings | None = None) -> PairScorer:
+    def fit(
+        self,
+        pairs: PairEmbeddings,
+        trusted: PairEmbeddings | None = None,
+        *,
+        moments: CrossMoments | None = None,
+    ) -> PairScorer:
         """Learn on ``pairs`` (the noisy corpus) and keep the per-pair results.
 
         ``trusted`` holds pairs known to be clean, embedded like ``pairs``; methods with
-        ``needs_trusted`` require it, the others ignore it.
+        ``needs_trusted`` require it, the others ignore it. With ``align=cca`` the pairs are
+        first mapped into one space (:mod:`cleanpairs.core.alignment`) fit on ``moments``: the
+        cross-moments of the whole corpus when ``pairs`` is a sample of it, by default those of
+        ``pairs``.
         """
         if len(pairs) < 2:
             raise ParameterError(f"{self.name} needs at least 2 scorable pairs; got {len(pairs)}")
@@ -204,7 +231,6 @@ class PairScorer:
                 f"{self.name} learns from a trusted set of clean pairs and none was given; "
                 "pass one with --meta trusted.parquet, or --meta-keys keys.txt for rows of the corpus itself"
             )
-        self.trusted = trusted
         from cleanpairs.device import FIT_THREADS, cpu_threads, resolve_device
 
         self.params_ = self.get_params()
@@ -216,8 +242,17 @@ class PairScorer:
             "fit_pairs": len(pairs),
             "fit_images": len(pairs.images),
         }
+        self.alignment_ = None
+        if self.params_["align"] == "cca":
+            from cleanpairs.core.alignment import CorpusAlignment, CrossMoments
+
+            corpus = moments if moments is not None else CrossMoments.of_pairs(pairs)
+            self.alignment_ = CorpusAlignment.fit(corpus)
+            pairs, trusted = self.alignment_.apply(pairs), self.alignment_.apply(trusted)
+        self.trusted = trusted
         with cpu_threads(self.device_, self.threads or FIT_THREADS):
             self.scores_ = self._fit(pairs, **self.params_)
+        self.scores_.heads = self._encoder_heads(self.scores_.heads)
         return self
 
     def score(self) -> PairScores:
@@ -257,13 +292,27 @@ class PairScorer:
             )
         if len(pairs) == 0:
             empty = np.zeros(0, np.float32)
-            return PairScores.without_rematch(empty, empty, empty, heads=self._heads())
+            return PairScores.without_rematch(empty, empty, empty, heads=self._encoder_heads(self._heads()))
         from cleanpairs.device import SCORE_THREADS, cpu_threads
 
         with cpu_threads(self.device_, self.threads or SCORE_THREADS):
-            scores = self._score_pairs(pairs)
-        scores.heads = self._heads()
+            scores = self._score_pairs(self._in_fit_space(pairs))
+        scores.heads = self._encoder_heads(self._heads())
         return scores
+
+    def _in_fit_space(self, pairs: PairEmbeddings) -> PairEmbeddings:
+        """``pairs`` as the method was fit on them: through the corpus alignment, if any."""
+        alignment = getattr(self, "alignment_", None)
+        return pairs if alignment is None else alignment.apply(pairs)
+
+    def _encoder_heads(self, heads: Heads | None) -> Heads | None:
+        """``heads`` (in the space the method was fit in) made to take encoder embeddings."""
+        alignment = getattr(self, "alignment_", None)
+        if alignment is None:
+            return heads
+        from cleanpairs.core.alignment import AlignedHeads
+
+        return AlignedHeads(alignment, heads)
 
     def calibrate(self, held_out: PairEmbeddings) -> PairScorer:
         """Carry the scorer's splits onto pairs it was not fit on; return self.
@@ -355,6 +404,9 @@ class PairScorer:
         if state.reference is not None:
             put("reference", state.reference.to_arrays())
         put("arrays", state.arrays)
+        alignment = getattr(self, "alignment_", None)
+        if alignment is not None:
+            put("alignment", alignment.to_arrays())
         manifest = {
             "method": self.name,
             "params": dict(self.params_),
@@ -365,6 +417,7 @@ class PairScorer:
             "reference": state.reference is not None,
             "arrays": sorted(state.arrays),
             "scalars": dict(state.scalars),
+            "alignment": alignment is not None,
         }
         return manifest, tensors
 
@@ -424,6 +477,13 @@ class PairScorer:
                 reference = NegativeSample.from_arrays({k: array(v) for k, v in part("reference").items()})
             arrays = {name: array(tensors[f"arrays.{name}"]) for name in manifest["arrays"]}
             scorer.state_ = FittedState(modules, splits, reference, arrays, dict(manifest["scalars"]))
+            scorer.alignment_ = None
+            if manifest.get("alignment"):
+                from cleanpairs.core.alignment import CorpusAlignment
+
+                scorer.alignment_ = CorpusAlignment.from_arrays(
+                    {k: array(v) for k, v in part("alignment").items()}
+                )
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise InputError(f"the fitted {cls.name} scorer cannot be rebuilt: {_reason(err)}") from None
         return scorer

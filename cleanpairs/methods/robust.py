@@ -179,7 +179,7 @@ class RobustScorer(PairScorer):
         watch = self.on_epoch
         if watch is None:
             return None
-        return lambda epoch, heads: watch(offset + epoch, heads)
+        return lambda epoch, heads: watch(offset + epoch, self._encoder_heads(heads))
 
     def _combined(self, odds: dict[str, np.ndarray], weight: float, image_index: np.ndarray) -> np.ndarray:
         """The combined statistic: the log-odds pooled, then joined by the image's other captions
@@ -219,7 +219,7 @@ class RobustScorer(PairScorer):
         """Calibrate each component on the held-out pairs, then carry the combination's own
         mixture onto their combined statistic (:meth:`PairScorer.calibrate`)."""
         for scorer in self.components_.values():
-            scorer.calibrate(held_out)
+            scorer.calibrate(self._in_fit_space(held_out))
         return super().calibrate(held_out)
 
     def fitted_state(self) -> tuple[dict[str, Any], dict[str, Any]]:

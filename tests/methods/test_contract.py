@@ -333,3 +333,35 @@ def test_the_held_out_separation_measures_unseen_pairs_and_changes_nothing(metho
     assert 0.5 <= separation <= 1.0
     assert_identical(fitted_scorer.score_pairs(held_out), before)
     assert fitted_scorer.held_out_separation(held_out) == separation
+
+
+def test_with_align_every_method_fits_in_the_shared_space_and_keeps_it(method, tmp_path):
+    """``align=cca``: the method trains on the corpus mapped into one space; its scorer keeps the
+    map, so unseen pairs, a saved scorer and the heads all take encoder embeddings."""
+    (fit, clean), (held_out, _), trusted = halves()
+    cls = get_method(method)
+    scorer = cls(seed=0, device="cpu", align="cca", **FAST.get(method, {}))
+    scorer.fit(fit, trusted if cls.needs_trusted else None)
+    assert scorer.alignment_ is not None and scorer.get_params()["align"] == "cca"
+    own = scorer.score()
+    assert roc_auc_score(clean, own.p_clean) > 0.8
+    assert own.heads.embed_images(fit.images[:3]).shape[0] == 3
+    assert scorer.score_pairs(held_out).heads.embed_texts(held_out.texts[:2]).shape[0] == 2
+    manifest, tensors = scorer.fitted_state()
+    assert manifest["alignment"] is True
+    loaded = load_scorer(save_scorer(tmp_path / "scorer", manifest, tensors), device="cpu")
+    assert_identical(loaded.score_pairs(held_out), scorer.score_pairs(held_out))
+    plain = cls(seed=0, device="cpu", **FAST.get(method, {}))
+    assert plain.fit(fit, trusted if cls.needs_trusted else None).fitted_state()[0]["alignment"] is False
+
+
+def test_with_align_the_map_comes_from_the_moments_given_not_the_fit_sample():
+    from cleanpairs.core.alignment import CorpusAlignment, CrossMoments
+
+    (fit, _), (held_out, _), _ = halves()
+    corpus = CrossMoments.of_pairs(fit) + CrossMoments.of_pairs(held_out)
+    scorer = get_method("similarity")(seed=0, device="cpu", align="cca").fit(fit, moments=corpus)
+    expected = CorpusAlignment.fit(corpus)
+    assert np.array_equal(scorer.alignment_.text_map, expected.text_map)
+    alone = get_method("similarity")(seed=0, device="cpu", align="cca").fit(fit)
+    assert not np.array_equal(alone.alignment_.text_map, expected.text_map)
