@@ -51,12 +51,18 @@ def write_shards(folder: Path, shards: int = 3, rate: float = 0.4) -> Path:
 
 
 def measure(
-    shards: Path, out: Path, method: str, fit_pairs: int, cache_dir: str | None, params: dict | None = None
+    shards: Path,
+    out: Path,
+    method: str,
+    fit_pairs: int,
+    cache_dir: str | None,
+    params: dict | None = None,
+    seed: int = 0,
 ) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a new measurement, not a resumed run
     start = time.perf_counter()
     run = score_shards(shards, out, method=method, fit_pairs=fit_pairs, device="cpu", params=params,
-                       cache_dir=cache_dir, progress=False)  # fmt: skip
+                       seed=seed, cache_dir=cache_dir, progress=False)  # fmt: skip
     table = pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("0*.parquet")))
     p_clean = table.column("cp_p_clean").to_numpy()
     detection = detection_metrics(p_clean, table.column("is_clean").to_numpy())
@@ -80,13 +86,15 @@ def main() -> None:
     parser.add_argument("--fit-pairs", default="1000000,10000")
     parser.add_argument("--table", type=Path, default=None, help="write the markdown table here")
     parser.add_argument("--params", default="{}", help="every method's parameters, as JSON")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (fit sample, training)")
     args = parser.parse_args()
     shards = write_shards(args.out / "in")
     records = []
     for method in args.methods.split(","):
         for fit_pairs in (int(n) for n in args.fit_pairs.split(",")):
             out = args.out / f"{method}-{fit_pairs}"
-            records.append(measure(shards, out, method, fit_pairs, args.cache_dir, json.loads(args.params)))
+            params = json.loads(args.params)
+            records.append(measure(shards, out, method, fit_pairs, args.cache_dir, params, args.seed))
             print(json.dumps(records[-1]), flush=True)
     if args.table is not None:
         args.table.write_text(render(records))
