@@ -4,7 +4,7 @@ folder with `score_shards` at each `--fit-pairs`; detection AUROC and estimated 
 all 30,000 pairs, one JSON line per (method, fit pairs). With `--table`, also a markdown table
 of each method's sample fits against its fit on all pairs (the first `--fit-pairs`), for
 docs/benchmarks.md (`make bench`). `--params` gives every method the same parameters (JSON):
-`make bench` runs it again with `'{"align": "cca"}'` (docs/methods.md, "Corpus alignment").
+`make bench` runs it again with `'{"align": "auto"}'` (docs/methods.md, "Corpus alignment").
 
     python benchmarks/fit_sample.py --out /tmp/fit-sample --cache-dir /work/.flk-cache \\
         --methods similarity,ncr,rcar --fit-pairs 1000000,10000

@@ -554,12 +554,12 @@ def score_shards(
     Without ``scorer``, the method is fit on ``fit_pairs`` pairs drawn uniformly from the corpus
     (the whole corpus when it is smaller: then every pair gets the fit's own scores, as a one-file
     ``score`` gives) and saved in ``output/_scorer`` (and in ``save_scorer_to``) before any shard
-    is scored; a sample fit with the method's ``align=cca`` first sums the cross-moments of every
-    pair of every shard (:mod:`cleanpairs.sharded_moments`), so the alignment is the whole
-    corpus's. With ``scorer`` (a folder saved by an earlier run), nothing is fit. A run into a
-    folder of an earlier run with the same settings and inputs resumes: finished shards (those
-    with a marker) are skipped. With ``rematch``, the flagged pairs of all shards are then
-    rematched across shards (:mod:`cleanpairs.sharded_rematch`).
+    is scored; a sample fit with the method's ``align`` set (``cca``, ``auto``) first sums the
+    cross-moments of every pair of every shard (:mod:`cleanpairs.sharded_moments`), so the
+    alignment is the whole corpus's. With ``scorer`` (a folder saved by an earlier run), nothing
+    is fit. A run into a folder of an earlier run with the same settings and inputs resumes:
+    finished shards (those with a marker) are skipped. With ``rematch``, the flagged pairs of all
+    shards are then rematched across shards (:mod:`cleanpairs.sharded_rematch`).
 
     Raises
     ------
@@ -659,7 +659,7 @@ def score_shards(
     elif not (scorer_folder / "scorer.json").exists() or not (out / FIT_SCORES).exists():
         tick = time.perf_counter()
         moments = None
-        if sample is not None and params_used["align"] == "cca":
+        if sample is not None and params_used["align"] != "none":
             from cleanpairs.sharded_moments import corpus_moments
 
             moments = corpus_moments(shards, embedding, engine=engine, ray_address=ray_address,

@@ -422,3 +422,12 @@ def test_an_aligned_sample_fit_takes_its_alignment_from_every_pair_of_every_shar
     for name in CP:
         run_scores, applied_scores = (_column(tmp_path / f, name).take(unseen) for f in ("out", "applied"))
         assert run_scores.equals(applied_scores), name
+
+
+def test_align_auto_gathers_the_corpus_moments_and_records_its_choice(tmp_path):
+    shards = noisy_shards(tmp_path / "in", images=40)
+    auto = {"method": "similarity", "fit_pairs": 200, "params": {"align": "auto"}}
+    score_shards(shards, tmp_path / "out", **auto, **OPTIONS)
+    record = json.loads((tmp_path / "out" / RUN_FILE).read_text())
+    assert record["aligned_on_pairs"] == 480
+    assert record["fit_info"]["align"]["aligned"] is True  # a third of single captions shuffled

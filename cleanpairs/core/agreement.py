@@ -302,3 +302,24 @@ def _discriminant(x: np.ndarray, p: np.ndarray) -> tuple[float, float] | None:
     if variance <= 1e-12:
         return None
     return (mean_clean - mean_noisy) / variance, (mean_clean + mean_noisy) / 2
+
+
+def image_share(statistic: np.ndarray, image_index: np.ndarray) -> float | None:
+    """The share of the statistic's variance that lies between images (ANOVA intraclass
+    correlation, ICC(1), with the mean image size of unbalanced groups).
+
+    About 0 when pairs are clean or noisy one by one, about 1 when all captions of an image
+    are. ``None`` when no image has two captions (nothing to compare within an image).
+    """
+    x = np.asarray(statistic, dtype=np.float64)
+    _, groups = np.unique(image_index, return_inverse=True)
+    sizes = np.bincount(groups).astype(np.float64)
+    n, k = len(x), len(sizes)
+    if k < 2 or n - k < 1:
+        return None
+    sums = np.bincount(groups, weights=x)
+    within = float(((x - (sums / sizes)[groups]) ** 2).sum()) / (n - k)
+    between = float((sums**2 / sizes).sum() - x.sum() ** 2 / n) / (k - 1)
+    size = (n - (sizes**2).sum() / n) / (k - 1)
+    denominator = between + (size - 1) * within
+    return float((between - within) / denominator) if denominator > 0 else 0.0

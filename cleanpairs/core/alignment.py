@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cleanpairs.contract import Heads, PairEmbeddings
+from cleanpairs.core.agreement import image_share
 
 ALIGN_DIM = 128
 """Canonical directions kept (fewer where either encoder has fewer dimensions)."""
@@ -26,6 +27,13 @@ of a 1,280-d covariance has tiny, noisy eigenvalues that whitening would blow up
 ALIGN_POWER = 0.5
 """Each canonical direction is weighted by its correlation to this power on both sides, so a
 cosine in the shared space leans on the directions the two encoders agree on most."""
+
+AUTO_MAX_SHARE = 0.67
+"""``align=auto`` aligns a sample fit unless the shared cosine's image share reaches this. On
+Flickr8k the share is 0.08-0.23 under shuffled captions and 0.56-0.58 under near-miss ones (both
+gain from the alignment on a sample) and 0.76-0.77 where whole images carry another image's
+captions (which loses); the threshold sits between the last two (docs/methods.md, "Corpus
+alignment")."""
 
 _CHUNK = 8192
 
@@ -195,6 +203,19 @@ class CorpusAlignment:
         return alignment
 
 
+def aligns_sample(alignment: CorpusAlignment, pairs: PairEmbeddings) -> tuple[bool, float | None]:
+    """Whether ``align=auto`` trains a fit on the sample ``pairs`` in the shared space, and the
+    image share it decided on: the share of the pairs' shared cosine that lies between images
+    (:func:`~cleanpairs.core.agreement.image_share`). Trained from the aligned start, heads do
+    worse where whole images carry wrong captions; that noise makes an image's captions rise and
+    fall together. With one caption per image the share is unknown, and image-level noise is
+    caption-level noise: it aligns."""
+    shared = alignment.apply(pairs)
+    cosine = np.einsum("ij,ij->i", shared.pair_images(), shared.texts)
+    share = image_share(cosine, pairs.image_index)
+    return (share is None or share < AUTO_MAX_SHARE), (None if share is None else round(share, 4))
+
+
 class AlignedHeads(Heads):
     """Heads that take encoder embeddings: the alignment first, then the method's heads
     (``None``: the shared space itself)."""
@@ -217,4 +238,4 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
-__all__ = ["ALIGN_DIM", "AlignedHeads", "CorpusAlignment", "CrossMoments"]
+__all__ = ["ALIGN_DIM", "AUTO_MAX_SHARE", "AlignedHeads", "CorpusAlignment", "CrossMoments", "aligns_sample"]

@@ -82,8 +82,9 @@ COMMON_PARAMS: dict[str, Param] = {
         str,
         "none",
         "map both encoders into one space by CCA of the whole corpus's cross-moments before the "
-        "method trains (cca), or not (none)",
-        choices=("none", "cca"),
+        "method trains (cca); only for a fit on a sample whose noise is caption by caption (auto); "
+        "or not (none)",
+        choices=("none", "cca", "auto"),
     ),
 }
 """Parameters of every method: what the base class does around the method's own fit."""
@@ -222,7 +223,8 @@ class PairScorer:
         ``needs_trusted`` require it, the others ignore it. With ``align=cca`` the pairs are
         first mapped into one space (:mod:`cleanpairs.core.alignment`) fit on ``moments``: the
         cross-moments of the whole corpus when ``pairs`` is a sample of it, by default those of
-        ``pairs``.
+        ``pairs``. With ``align=auto`` only where ``moments`` are of a larger corpus and the
+        noise does not look shared by whole images (:func:`~cleanpairs.core.alignment.aligns_sample`).
         """
         if len(pairs) < 2:
             raise ParameterError(f"{self.name} needs at least 2 scorable pairs; got {len(pairs)}")
@@ -242,18 +244,36 @@ class PairScorer:
             "fit_pairs": len(pairs),
             "fit_images": len(pairs.images),
         }
-        self.alignment_ = None
-        if self.params_["align"] == "cca":
-            from cleanpairs.core.alignment import CorpusAlignment, CrossMoments
-
-            corpus = moments if moments is not None else CrossMoments.of_pairs(pairs)
-            self.alignment_ = CorpusAlignment.fit(corpus)
+        self.alignment_, decision = self._alignment(pairs, moments)
+        if self.alignment_ is not None:
             pairs, trusted = self.alignment_.apply(pairs), self.alignment_.apply(trusted)
         self.trusted = trusted
         with cpu_threads(self.device_, self.threads or FIT_THREADS):
             self.scores_ = self._fit(pairs, **self.params_)
         self.scores_.heads = self._encoder_heads(self.scores_.heads)
+        if decision is not None:
+            self.scores_.info["align"] = decision
         return self
+
+    def _alignment(
+        self, pairs: PairEmbeddings, moments: CrossMoments | None
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """The corpus alignment the fit trains in (``None``: the encoders' own spaces) and, for
+        ``align=auto``, what it decided and why."""
+        align = self.params_["align"]
+        if align == "none":
+            return None, None
+        from cleanpairs.core.alignment import CorpusAlignment, CrossMoments, aligns_sample
+
+        sample = moments is not None and moments.count > len(pairs)
+        if align == "auto" and not sample:
+            return None, {"aligned": False, "why": "fit on the whole corpus"}
+        alignment = CorpusAlignment.fit(moments if moments is not None else CrossMoments.of_pairs(pairs))
+        if align == "cca":
+            return alignment, None
+        aligned, share = aligns_sample(alignment, pairs)
+        decision = {"aligned": aligned, "image_share": share}
+        return (alignment if aligned else None), decision
 
     def score(self) -> PairScores:
         """The per-pair scores of the corpus given to ``fit``, in its order."""

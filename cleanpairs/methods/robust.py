@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from cleanpairs.contract import Heads
-from cleanpairs.core.agreement import AgreementSplit
+from cleanpairs.core.agreement import AgreementSplit, image_share
 from cleanpairs.core.mixture import fit_gmm_split
 from cleanpairs.errors import InputError
 from cleanpairs.methods import specs
@@ -55,27 +55,6 @@ def log_odds(posterior: np.ndarray) -> np.ndarray:
     and keeps its two modes apart (ranks would flatten them into one uniform spread)."""
     p = np.clip(np.asarray(posterior, dtype=np.float64), LOG_ODDS_CLIP, 1 - LOG_ODDS_CLIP)
     return np.log(p) - np.log1p(-p)
-
-
-def image_share(statistic: np.ndarray, image_index: np.ndarray) -> float | None:
-    """The share of the statistic's variance that lies between images (ANOVA intraclass
-    correlation, ICC(1), with the mean image size of unbalanced groups).
-
-    About 0 when pairs are clean or noisy one by one, about 1 when all captions of an image
-    are. ``None`` when no image has two captions (nothing to compare within an image).
-    """
-    x = np.asarray(statistic, dtype=np.float64)
-    _, groups = np.unique(image_index, return_inverse=True)
-    sizes = np.bincount(groups).astype(np.float64)
-    n, k = len(x), len(sizes)
-    if k < 2 or n - k < 1:
-        return None
-    sums = np.bincount(groups, weights=x)
-    within = float(((x - (sums / sizes)[groups]) ** 2).sum()) / (n - k)
-    between = float((sums**2 / sizes).sum() - x.sum() ** 2 / n) / (k - 1)
-    size = (n - (sizes**2).sum() / n) / (k - 1)
-    denominator = between + (size - 1) * within
-    return float((between - within) / denominator) if denominator > 0 else 0.0
 
 
 def crcl_weight(share: float | None, low: float, high: float) -> float:

@@ -5,19 +5,26 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cleanpairs.contract import PairEmbeddings
-from cleanpairs.core.alignment import AlignedHeads, CorpusAlignment, CrossMoments
+from cleanpairs.core.alignment import AlignedHeads, CorpusAlignment, CrossMoments, aligns_sample
 
 
-def linked_pairs(n_images=300, per_image=3, shuffled=0.4, seed=0):
+def linked_pairs(n_images=300, per_image=3, shuffled=0.4, seed=0, whole_images=False):
     """Images and captions in separate spaces sharing an 8-d latent; ``shuffled`` of the captions
-    describe another image. Truth: True for a caption of its own image."""
+    describe another image (with ``whole_images``, every caption of that share of the images
+    describes one other image). Truth: True for a caption of its own image."""
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=(n_images, 8))
     images = latent @ rng.normal(size=(8, 40)) + 0.5 * rng.normal(size=(n_images, 40))
     image_index = np.repeat(np.arange(n_images), per_image)
     source = image_index.copy()
-    noisy = rng.random(len(source)) < shuffled
-    source[noisy] = rng.permutation(source[noisy])
+    if whole_images:
+        moved = np.flatnonzero(rng.random(n_images) < shuffled)
+        owner = np.arange(n_images)
+        owner[moved] = np.roll(moved, 1)
+        source = owner[image_index]
+    else:
+        noisy = rng.random(len(source)) < shuffled
+        source[noisy] = rng.permutation(source[noisy])
     texts = latent[source] @ rng.normal(size=(8, 24)) + 0.5 * rng.normal(size=(len(source), 24))
     keys = np.array([f"k{i}" for i in range(len(source))])
     pairs = PairEmbeddings(images.astype(np.float32), texts.astype(np.float32), image_index, keys)
@@ -75,3 +82,13 @@ def test_aligned_heads_take_encoder_embeddings():
     heads = AlignedHeads(alignment, None)
     assert np.array_equal(heads.embed_images(pairs.images), alignment.apply(pairs).images)
     assert heads.embed_texts(pairs.texts[:5]).shape == (5, 8)
+
+
+def test_auto_aligns_a_sample_under_caption_noise_and_not_under_whole_image_noise():
+    for whole_images, expected in ((False, True), (True, False)):
+        pairs, _ = linked_pairs(whole_images=whole_images)
+        alignment = CorpusAlignment.fit(CrossMoments.of_pairs(pairs), dim=8)
+        aligned, share = aligns_sample(alignment, pairs)
+        assert aligned is expected, share
+    single, _ = linked_pairs(per_image=1)
+    assert aligns_sample(CorpusAlignment.fit(CrossMoments.of_pairs(single), dim=8), single) == (True, None)

@@ -365,3 +365,15 @@ def test_with_align_the_map_comes_from_the_moments_given_not_the_fit_sample():
     assert np.array_equal(scorer.alignment_.text_map, expected.text_map)
     alone = get_method("similarity")(seed=0, device="cpu", align="cca").fit(fit)
     assert not np.array_equal(alone.alignment_.text_map, expected.text_map)
+
+
+def test_align_auto_aligns_a_sample_of_a_larger_corpus_only():
+    from cleanpairs.core.alignment import CrossMoments
+
+    (fit, _), (held_out, _), _ = halves()
+    corpus = CrossMoments.of_pairs(fit) + CrossMoments.of_pairs(held_out)
+    whole = get_method("similarity")(seed=0, device="cpu", align="auto").fit(fit)
+    assert whole.alignment_ is None
+    assert whole.score().info["align"] == {"aligned": False, "why": "fit on the whole corpus"}
+    sample = get_method("similarity")(seed=0, device="cpu", align="auto").fit(fit, moments=corpus)
+    assert sample.alignment_ is not None and sample.score().info["align"]["aligned"] is True

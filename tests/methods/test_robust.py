@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from cleanpairs.core.agreement import image_share
 from cleanpairs.errors import ParameterError
 from cleanpairs.methods import PairEmbeddings, get_method
 from cleanpairs.methods.robust import (
     combine,
     crcl_weight,
     image_coefficient,
-    image_share,
     log_odds,
     others_mean,
     with_image_term,
