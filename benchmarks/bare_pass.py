@@ -86,6 +86,10 @@ def score_table(scorer, table: pa.Table) -> dict[str, np.ndarray]:
         return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(column), -1)
 
     images, texts = matrix("image_emb"), matrix("text_emb")
+    alignment = getattr(scorer, "alignment_", None)
+    if alignment is not None:  # a scorer fit with align: the corpus alignment's maps, as numpy
+        images = unit((images - alignment.image_mean) @ alignment.image_map)
+        texts = unit((texts - alignment.text_mean) @ alignment.text_map)
     state = scorer.state_
     if scorer.name == "similarity":
         if state.modules:

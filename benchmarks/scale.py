@@ -93,8 +93,10 @@ def command(args: list[str], *, kill_when: Callable[[], bool] | None = None) -> 
     return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak / 1024)}
 
 
-def score_args(corpus: Path, out: Path, method: str, *extra: str) -> list[str]:
-    return ["score", str(corpus), "-o", str(out), "--encoder", "precomputed", "--method", method, *extra]
+def score_args(corpus: Path, out: Path, method: str, *extra: str, params: tuple[str, ...] = ()) -> list[str]:
+    settings = [arg for param in params for arg in ("--param", param)]
+    command = ["score", str(corpus), "-o", str(out), "--encoder", "precomputed", "--method", method]
+    return [*command, *settings, *extra]
 
 
 def cp_columns(folder: Path) -> dict[str, bytes]:
@@ -108,10 +110,10 @@ def cp_columns(folder: Path) -> dict[str, bytes]:
     return out
 
 
-def one(kind: str, corpus: Path, out: Path, method: str) -> dict:
-    """One measurement of ``kind`` in this (fresh) process."""
+def one(kind: str, corpus: Path, out: Path, method: str, params: tuple[str, ...] = ()) -> dict:
+    """One measurement of ``kind`` in this (fresh) process (``params``: ``score --param`` values)."""
     if kind == "score":
-        return command(score_args(corpus, out, method))
+        return command(score_args(corpus, out, method, params=params))
     if kind == "apply":  # the scoring pass alone: ``out`` holds a finished run and its scorer
         applied = out.with_name(out.name + "-applied")
         shutil.rmtree(applied, ignore_errors=True)
@@ -125,23 +127,23 @@ def one(kind: str, corpus: Path, out: Path, method: str) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak / 1024)}
     if kind == "ray":
-        return command(score_args(corpus, out, method, "--engine", "ray"))
+        return command(score_args(corpus, out, method, "--engine", "ray", params=params))
     if kind == "resume":  # killed when half the shards are done, then the same command again
         shards = len(list(corpus.glob("*.parquet")))
-        first = command(score_args(corpus, out, method),
+        first = command(score_args(corpus, out, method, params=params),
                         kill_when=lambda: len(list(out.glob("*.stats.json"))) >= shards // 2)  # fmt: skip
         done_at_kill = len(list(out.glob("*.stats.json")))
-        second = command(score_args(corpus, out, method))
+        second = command(score_args(corpus, out, method, params=params))
         return {"wall_s": round(first["wall_s"] + second["wall_s"], 1), "killed_after_shards": done_at_kill,
                 "peak_rss_mib": max(first["peak_rss_mib"], second["peak_rss_mib"])}  # fmt: skip
     raise ValueError(kind)
 
 
-def measure(kind: str, corpus: Path, out: Path, method: str) -> dict:
+def measure(kind: str, corpus: Path, out: Path, method: str, params: tuple[str, ...] = ()) -> dict:
     """``one`` in a fresh child process (``ru_maxrss`` of children is the largest so far)."""
     start = time.perf_counter()
-    child = subprocess.run([sys.executable, __file__, "--one", kind, str(corpus), str(out), method],
-                           capture_output=True, text=True)  # fmt: skip
+    argv = [sys.executable, __file__, "--one", kind, str(corpus), str(out), method, *params]
+    child = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if child.returncode != 0:
         raise SystemExit(child.stderr)
@@ -161,20 +163,24 @@ def main() -> None:
                         help="sizes whose scoring pass is also timed alone and in bare numpy")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path(".bench-cache/scale"))
     parser.add_argument("--out", type=Path, default=Path("docs/bench/scale.md"))
+    parser.add_argument("--param", action="append", default=[],
+                        help="a method parameter, NAME=VALUE, as `score --param` takes it (repeatable)")
     opts = parser.parse_args()
+    params = tuple(opts.param)
+    tag = "".join(f"-{p.replace('=', '_')}" for p in params)
     rows = []
     for size in (int(s) for s in opts.sizes.split(",")):
         corpus = write_corpus(opts.work / f"corpus-{size}", size)
         for method in opts.methods.split(","):
-            out = opts.work / f"scored-{size}-{method}"
-            row = {"pairs": size, "method": method}
+            out = opts.work / f"scored-{size}-{method}{tag}"
+            row = {"pairs": size, "method": method + (f" ({', '.join(params)})" if params else "")}
             kinds = ["score"] + (["apply", "bare"] if str(size) in opts.pass_sizes.split(",") else [])
             kinds += ["resume", "ray"] if size == opts.compare_size else []
             for kind in kinds:
                 folder = out.with_name(f"{out.name}-{kind}") if kind in ("resume", "ray") else out
                 if kind in ("score", "resume", "ray"):
                     shutil.rmtree(folder, ignore_errors=True)
-                row[kind] = measure(kind, corpus, folder, method)
+                row[kind] = measure(kind, corpus, folder, method, params)
                 if kind in ("resume", "ray"):
                     row[kind]["same_output"] = cp_columns(folder) == cp_columns(out)
                 print(json.dumps({"pairs": size, "method": method, kind: row[kind]}), flush=True)
@@ -210,8 +216,9 @@ def report(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--one":
-        print(json.dumps(one(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5])))
+    if len(sys.argv) >= 6 and sys.argv[1] == "--one":
+        kind, corpus, out, method, *params = sys.argv[2:]
+        print(json.dumps(one(kind, Path(corpus), Path(out), method, tuple(params))))
     else:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         main()

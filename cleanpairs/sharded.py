@@ -270,6 +270,8 @@ def check_run_folder(folder: Path, run: dict[str, Any], *, sources: list[Path]) 
                 "choose an empty or new folder"
             )
         return False
+    # A run from before ``align`` existed was fit unaligned.
+    earlier, run = ({**r, "params": {"align": "none", **(r.get("params") or {})}} for r in (earlier, run))
     keys = ("method", "params", "encoder", "seed", "inputs", "fit_pairs", "scorer", "roles_options")
     for key in (*keys, "fit_scheme", "rematch"):
         if earlier.get(key) != run.get(key):
