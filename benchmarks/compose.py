@@ -79,7 +79,7 @@ The same runs with the corpus alignment where it helps (docs/methods.md, "Corpus
 a fit on a sample first sums the image-text cross-moments of every pair of the three shards,
 maps both encoders into one 128-d space by CCA of them and, since the noise here is not shared
 by whole images, trains there; the fit on all pairs is not aligned (as in the table above). Not
-the default yet: it changes every sample fit of the scale benchmark (docs/methods.md).
+the default yet: docs/methods.md ("Corpus alignment") says why.
 """
 
 THREADS = """## CPU threads (`benchmarks/threads.py`)
