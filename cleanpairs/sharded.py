@@ -322,8 +322,8 @@ def fit_on_sample(
     """Fit ``method`` on ``pairs``; with ``held_out`` pairs and ``lengths`` to choose among, once
     per training length, keeping the fit whose statistic the held-out pairs separate best
     (:meth:`PairScorer.held_out_separation`; a tie keeps the longer). ``moments`` are the whole
-    corpus's cross-moments, for a method with ``align=cca``. Returns the fitted scorer and what
-    the run file records of the choice."""
+    corpus's cross-moments, for a method with ``align`` set (``cca``, ``auto``). Returns the
+    fitted scorer and what the run file records of the choice."""
     from cleanpairs.methods import get_method, get_spec
 
     if held_out is None or len(lengths) < 2:
