@@ -24,6 +24,12 @@ ALIGN_RIDGE = 0.3
 """Ridge added to each covariance, as a share of its mean variance: a sample-sized estimate
 of a 1,280-d covariance has tiny, noisy eigenvalues that whitening would blow up."""
 
+ALIGN_RIDGE_PER_DIM = 2.0
+"""The ridge grows to this times the two encoders' dimensions per pair where that is larger:
+with fewer pairs than dimensions, whitened canonical directions can correlate any pairing,
+wrong captions included, and a fit trained in that space flags few of them. Unchanged on
+corpora of ``(d_image + d_text) * 6.7`` pairs or more (11,000 with the offline encoders)."""
+
 ALIGN_POWER = 0.5
 """Each canonical direction is weighted by its correlation to this power on both sides, so a
 cosine in the shared space leans on the directions the two encoders agree on most."""
@@ -104,6 +110,12 @@ class CrossMoments:
                    ("image_sum", "text_sum", "image_image", "text_text", "image_text")))  # fmt: skip
 
 
+def ridge_for(pairs: int, dims: int) -> float:
+    """The default ridge of an alignment fit on ``pairs`` pairs of encoders with ``dims``
+    dimensions together."""
+    return max(ALIGN_RIDGE, ALIGN_RIDGE_PER_DIM * dims / pairs)
+
+
 def _inverse_sqrt(covariance: np.ndarray, ridge: float) -> np.ndarray:
     """``(C + ridge * mean variance * I)^(-1/2)``, symmetric."""
     scale = ridge * max(float(np.trace(covariance)) / len(covariance), 1e-12)
@@ -127,12 +139,13 @@ class CorpusAlignment:
         moments: CrossMoments,
         *,
         dim: int = ALIGN_DIM,
-        ridge: float = ALIGN_RIDGE,
+        ridge: float | None = None,
         power: float = ALIGN_POWER,
     ) -> CorpusAlignment:
         """Canonical correlation analysis of the moments: whiten each side (with ``ridge``), take
         the top ``dim`` singular directions of the whitened cross-covariance, weight each by its
-        correlation to ``power``.
+        correlation to ``power``. ``ridge`` defaults to :data:`ALIGN_RIDGE`, raised on corpora
+        with few pairs per dimension (:data:`ALIGN_RIDGE_PER_DIM`).
 
         Raises
         ------
@@ -142,6 +155,8 @@ class CorpusAlignment:
         if moments.count < 2:
             raise ValueError(f"corpus alignment needs at least 2 pairs; got {moments.count}")
         n = moments.count
+        if ridge is None:
+            ridge = ridge_for(n, len(moments.image_sum) + len(moments.text_sum))
         mean_x, mean_y = moments.image_sum / n, moments.text_sum / n
         cov_x = moments.image_image / n - np.outer(mean_x, mean_x)
         cov_y = moments.text_text / n - np.outer(mean_y, mean_y)

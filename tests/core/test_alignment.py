@@ -5,16 +5,26 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cleanpairs.contract import PairEmbeddings
-from cleanpairs.core.alignment import AlignedHeads, CorpusAlignment, CrossMoments, aligns_sample
+from cleanpairs.core.alignment import (
+    ALIGN_RIDGE,
+    AlignedHeads,
+    CorpusAlignment,
+    CrossMoments,
+    aligns_sample,
+    ridge_for,
+)
 
 
-def linked_pairs(n_images=300, per_image=3, shuffled=0.4, seed=0, whole_images=False):
+def linked_pairs(
+    n_images=300, per_image=3, shuffled=0.4, seed=0, whole_images=False, dims=(40, 24), spread=0.5
+):
     """Images and captions in separate spaces sharing an 8-d latent; ``shuffled`` of the captions
     describe another image (with ``whole_images``, every caption of that share of the images
-    describes one other image). Truth: True for a caption of its own image."""
+    describes one other image); ``spread``: the noise of each embedding around its latent.
+    Truth: True for a caption of its own image."""
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=(n_images, 8))
-    images = latent @ rng.normal(size=(8, 40)) + 0.5 * rng.normal(size=(n_images, 40))
+    images = latent @ rng.normal(size=(8, dims[0])) + spread * rng.normal(size=(n_images, dims[0]))
     image_index = np.repeat(np.arange(n_images), per_image)
     source = image_index.copy()
     if whole_images:
@@ -25,7 +35,7 @@ def linked_pairs(n_images=300, per_image=3, shuffled=0.4, seed=0, whole_images=F
     else:
         noisy = rng.random(len(source)) < shuffled
         source[noisy] = rng.permutation(source[noisy])
-    texts = latent[source] @ rng.normal(size=(8, 24)) + 0.5 * rng.normal(size=(len(source), 24))
+    texts = latent[source] @ rng.normal(size=(8, dims[1])) + spread * rng.normal(size=(len(source), dims[1]))
     keys = np.array([f"k{i}" for i in range(len(source))])
     pairs = PairEmbeddings(images.astype(np.float32), texts.astype(np.float32), image_index, keys)
     return pairs, source == image_index
@@ -57,6 +67,20 @@ def test_the_shared_space_separates_shuffled_captions_fit_on_the_noisy_corpus_it
     shared_clean = clean_only.apply(pairs)
     clean_cosine = np.einsum("ij,ij->i", shared_clean.pair_images(), shared_clean.texts)
     assert abs(roc_auc_score(clean, clean_cosine) - roc_auc_score(clean, cosine)) < 0.01
+
+
+def shared_cosine_auroc(alignment, pairs, clean):
+    shared = alignment.apply(pairs)
+    return roc_auc_score(clean, np.einsum("ij,ij->i", shared.pair_images(), shared.texts))
+
+
+def test_with_fewer_pairs_than_dimensions_the_ridge_grows_so_wrong_captions_stay_apart():
+    pairs, clean = linked_pairs(n_images=60, dims=(300, 200), spread=4.0)
+    moments = CrossMoments.of_pairs(pairs)
+    assert ridge_for(180, 500) > 10 * ALIGN_RIDGE and ridge_for(10_000, 500) == ALIGN_RIDGE
+    grown = shared_cosine_auroc(CorpusAlignment.fit(moments, dim=8), pairs, clean)
+    fixed = shared_cosine_auroc(CorpusAlignment.fit(moments, dim=8, ridge=ALIGN_RIDGE), pairs, clean)
+    assert grown > 0.9 and grown > fixed + 0.1, (grown, fixed)
 
 
 def test_the_alignment_keeps_no_more_directions_than_either_space_has():
