@@ -433,14 +433,14 @@ def test_align_auto_gathers_the_corpus_moments_and_records_its_choice(tmp_path):
     assert record["fit_info"]["align"]["aligned"] is True  # a third of single captions shuffled
 
 
-def test_a_run_folder_from_before_align_existed_still_resumes(tmp_path):
+def test_a_run_folder_from_before_align_existed_resumes_as_unaligned(tmp_path):
     shards = noisy_shards(tmp_path / "in", shards=2)
-    settings = {"method": "similarity", "params": {"epochs": 1}, **OPTIONS}
+    settings = {"method": "similarity", "params": {"epochs": 1, "align": "none"}, **OPTIONS}
     score_shards(shards, tmp_path / "out", **settings)
     record = json.loads((tmp_path / "out" / RUN_FILE).read_text())
     del record["params"]["align"]
     (tmp_path / "out" / RUN_FILE).write_text(json.dumps(record))
     again = score_shards(shards, tmp_path / "out", **settings)
     assert again.skipped_shards == 2 and not again.fitted
-    with pytest.raises(InputError, match="params differs"):
-        score_shards(shards, tmp_path / "out", **{**settings, "params": {"epochs": 1, "align": "cca"}})
+    with pytest.raises(InputError, match="params differs"):  # the default is align=auto now
+        score_shards(shards, tmp_path / "out", **{**settings, "params": {"epochs": 1}})

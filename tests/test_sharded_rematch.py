@@ -19,7 +19,7 @@ import pytest
 
 from cleanpairs.errors import InputError
 from cleanpairs.pipeline import score_corpus
-from cleanpairs.sharded import score_shards
+from cleanpairs.sharded import RUN_FILE, score_shards
 from cleanpairs.sharded_rematch import MATCHES, REMATCH_FOLDER, REMATCH_MARKER_SUFFIX
 from tests.conftest import flickr_slice, with_shuffled_captions
 from tests.test_sharded import OPTIONS, files, noisy_shards
@@ -91,6 +91,10 @@ def test_a_fit_on_a_sample_rematches_across_shards_that_cut_through_images(tmp_p
                        **FLICKR)  # fmt: skip
     assert run.fit_pairs == 200 and run.rematch["rematched"] > 30
     assert np.mean(right_partners(table, scored(tmp_path / "out", 4))) > 0.85
+    # align=auto trains this sample fit in the corpus alignment's space, whose ridge grows on a
+    # corpus of fewer pairs (300) than encoder dimensions (1,664); with the plain ridge it
+    # flagged 23 of the 120 shuffled captions and rematched 12.
+    assert json.loads((tmp_path / "out" / RUN_FILE).read_text())["fit_info"]["align"]["aligned"]
 
 
 def test_a_run_resumed_in_the_rematch_step_writes_what_an_uninterrupted_run_writes(tmp_path):

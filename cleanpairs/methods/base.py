@@ -80,7 +80,7 @@ def head_params(batch_size: int = 256, batch_doc: str = "pairs per batch") -> di
 COMMON_PARAMS: dict[str, Param] = {
     "align": Param(
         str,
-        "none",
+        "auto",
         "map both encoders into one space by CCA of the whole corpus's cross-moments before the "
         "method trains (cca); only for a fit on a sample whose noise is caption by caption (auto); "
         "or not (none)",
