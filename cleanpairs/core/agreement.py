@@ -110,6 +110,19 @@ class CaptionAgreement:
         ``cleanness``). Returns the posterior :meth:`split` gives and the :class:`AgreementSplit`.
         """
         posterior, first = fit(cleanness)
+        return self.refit(cleanness, posterior, first, fit, weight)
+
+    def refit(
+        self,
+        cleanness: np.ndarray,
+        posterior: np.ndarray,
+        first: PosteriorMap,
+        fit: Callable[[np.ndarray], tuple[np.ndarray, PosteriorMap]],
+        weight: float,
+    ) -> tuple[np.ndarray, AgreementSplit]:
+        """The second half of :meth:`fit_split`, for a method whose first split is fitted another
+        way than its second (``mscn`` starts the first from its meta data): ``posterior`` and
+        ``first`` are that split of ``cleanness``; ``fit`` splits the combined statistic."""
         if weight == 0:
             return posterior, AgreementSplit(first, None, None, 0.0)
         cleanness = np.asarray(cleanness, dtype=np.float64)

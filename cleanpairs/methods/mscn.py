@@ -48,7 +48,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from cleanpairs.contract import Heads
-from cleanpairs.core.agreement import AgreementSplit
+from cleanpairs.core.agreement import AgreementSplit, CaptionAgreement
 from cleanpairs.core.heads import AveragedHeads, TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
 from cleanpairs.core.mixture import PosteriorMap, clean_subset, gaussian_split
@@ -301,7 +301,27 @@ def purify(
     starts = [score_logit(meta_noisy), score_logit(meta_clean)]
     means = np.array([s.mean() for s in starts])
     variances = np.array([max(float(s.var()), VARIANCE_FLOOR) for s in starts])
-    weights = np.full(2, 0.5)
+    return _fit_mixture(z, means, variances, np.full(2, 0.5), max_iter=max_iter, tol=tol)
+
+
+def resplit(
+    statistic: np.ndarray, posterior: np.ndarray, *, max_iter: int = 10, tol: float = 1e-2
+) -> tuple[np.ndarray, PosteriorMap]:
+    """The purification's mixture over another statistic of the same pairs (the corrected scores'
+    logit combined with caption agreement), started from the sides ``posterior`` gave them,
+    since the meta data has no such statistic to start from."""
+    x = np.asarray(statistic, dtype=np.float64)
+    side = np.stack([1.0 - np.clip(posterior, 0.0, 1.0), np.clip(posterior, 0.0, 1.0)], axis=1)
+    mass = side.sum(axis=0) + 1e-12
+    means = (side * x[:, None]).sum(axis=0) / mass
+    variances = np.maximum((side * (x[:, None] - means) ** 2).sum(axis=0) / mass, VARIANCE_FLOOR)
+    return _fit_mixture(x, means, variances, mass / mass.sum(), max_iter=max_iter, tol=tol)
+
+
+def _fit_mixture(
+    z: np.ndarray, means: np.ndarray, variances: np.ndarray, weights: np.ndarray, *, max_iter: int, tol: float
+) -> tuple[np.ndarray, PosteriorMap]:
+    """EM of the two Gaussians from their start, and the clean posterior of the higher one."""
     previous = -np.inf
     for _ in range(max_iter):
         ll, resp = _e_step(z, means, variances, weights)
@@ -352,6 +372,7 @@ class MSCNScorer(PairScorer):
         with progress_bar(k * steps * (warmup + epochs), self.name) as bar:
             peers = [Peer.build(pairs, config, params, self.seed + j, self.device, bar) for j in range(k)]
             meta = MetaData(trusted, negatives, peers[0].model.device)
+            agreement = CaptionAgreement(pairs.texts, pairs.image_index)
 
             def averaged() -> AveragedHeads:
                 return AveragedHeads([peer.model.heads() for peer in peers])
@@ -376,7 +397,7 @@ class MSCNScorer(PairScorer):
                     _set_lr(purifier.recalibration, lr)
                     first = purifier.meta_optimizer if epoch == warmup else purifier.recalibration
                     self._recalibrate(purifier, first, meta, rng, params, config.batch_size)
-                    p_clean.append(self._purify(purifier, meta, rng)[0])
+                    p_clean.append(self._purify(purifier, meta, rng, agreement, params["agreement"])[0])
                     subset = clean_subset(p_clean[-1], params["p_threshold"], min(n, 2 * config.batch_size))
                     # After the warm-up the meta-net learns at meta_lr.
                     _set_lr(learner.meta_optimizer, lr_at(epoch, params["meta_lr"], params["lr_step"]))
@@ -386,7 +407,7 @@ class MSCNScorer(PairScorer):
             final = []
             for peer in peers:
                 self._recalibrate(peer, peer.recalibration, meta, rng, params, config.batch_size)
-                final.append(self._purify(peer, meta, rng, EM_CONVERGED))
+                final.append(self._purify(peer, meta, rng, agreement, params["agreement"], EM_CONVERGED))
             p_clean = np.mean([posterior for posterior, _ in final], axis=0)
             soft_label = np.mean([peer.corpus_scores() for peer in peers], axis=0)
             similarity = np.mean([peer.model.similarity() for peer in peers], axis=0)
@@ -395,7 +416,7 @@ class MSCNScorer(PairScorer):
             modules.update({f"m{j}.image": peer.model.image_head, f"m{j}.text": peer.model.text_head})
             modules[f"m{j}.meta"] = peer.meta_net
         self.state_ = FittedState(
-            modules, {f"m{j}": AgreementSplit.plain(mapping) for j, (_, mapping) in enumerate(final)}
+            modules, {f"m{j}": split for j, (_, split) in enumerate(final)}
         )
         state.update(p_clean=p_clean, soft_label=soft_label)
         return PairScores.without_rematch(
@@ -431,15 +452,25 @@ class MSCNScorer(PairScorer):
 
     @staticmethod
     def _purify(
-        peer: Peer, meta: MetaData, rng: np.random.Generator, em: dict[str, Any] = EM_OFFICIAL
-    ) -> tuple[np.ndarray, PosteriorMap]:
+        peer: Peer,
+        meta: MetaData,
+        rng: np.random.Generator,
+        agreement: CaptionAgreement,
+        weight: float,
+        em: dict[str, Any] = EM_OFFICIAL,
+    ) -> tuple[np.ndarray, AgreementSplit]:
         """The clean posterior of every pair by ``peer``'s corrected scores, the mixture started
-        from the meta data's scores and fitted with the EM budget ``em``; and its fitted map."""
+        from the meta data's scores and fitted with the EM budget ``em``, then (``weight`` > 0)
+        fitted again with caption agreement added to the scores' logit; and the fitted split."""
         images, texts, labels = meta.batch(2 * len(meta.trusted), rng)
         own = torch.arange(len(texts), device=peer.model.device)
         prior = corrected_scores(peer.meta_net, peer.model, images, texts, own)
         labels_np = labels.cpu().numpy()
-        return purify(peer.corpus_scores(), prior[labels_np > 0.5], prior[labels_np < 0.5], **em)
+        scores = peer.corpus_scores()
+        posterior, first = purify(scores, prior[labels_np > 0.5], prior[labels_np < 0.5], **em)
+        return agreement.refit(
+            score_logit(scores), posterior, first, lambda combined: resplit(combined, posterior, **em), weight
+        )
 
     def _networks(self) -> list[tuple[nn.Module, nn.Module, MetaSimilarityNet, AgreementSplit]]:
         """Each fitted network's image head, text head, meta-net and last purification's split.
@@ -463,10 +494,11 @@ class MSCNScorer(PairScorer):
             return torch.from_numpy(x).to(self.device_)
 
         images, texts, owners = tensor(pairs.images), tensor(pairs.texts), tensor(pairs.image_index)
+        agreement = CaptionAgreement(pairs.texts, pairs.image_index)
         p_clean, scores, similarity = [], [], []
         for image_head, text_head, meta_net, split in self._networks():
             score = corrected_scores(meta_net, (image_head, text_head), images, texts, owners)
-            p_clean.append(split.posterior(score_logit(score)))
+            p_clean.append(split.posterior(score_logit(score), agreement))
             scores.append(score)
             similarity.append(
                 reference_statistic(image_head, text_head, pairs, None, cosine_statistic, device=self.device_)

@@ -86,14 +86,27 @@ def test_at_high_noise_its_split_does_not_collapse(high_noise_slice, trusted):
 
 def test_one_network_alone_still_runs_and_two_detect_no_worse(noisy_slice, trusted):
     """``networks=1`` is the single network of before; the paper's two networks, each training on
-    the pairs its peer took as clean, rank the slice's shuffled captions at least as well."""
+    the pairs its peer took as clean, rank the slice's shuffled captions at least as well by the
+    paper's split (``agreement=0``). With caption agreement the slice is too small to tell: one
+    network 0.979, two 0.967 here, where on Flickr8k train two rank better in every case measured
+    (docs/methods.md, mscn)."""
     pairs, clean = noisy_slice
-    one = get_method("mscn")(seed=0, device="cpu", **SMALL, networks=1).fit(pairs, trusted).score()
-    two = _fit(pairs, trusted)
+    paper = {**SMALL, "agreement": 0.0}
+    one = get_method("mscn")(seed=0, device="cpu", **paper, networks=1).fit(pairs, trusted).score()
+    two = get_method("mscn")(seed=0, device="cpu", **paper).fit(pairs, trusted).score()
     auroc_one = detection_metrics(one.p_clean, clean)["auroc"]
     auroc_two = detection_metrics(two.p_clean, clean)["auroc"]
     assert auroc_one > AUROC_FLOOR, auroc_one
     assert auroc_two >= auroc_one - 0.005, (auroc_one, auroc_two)
+
+
+def test_caption_agreement_lifts_the_purification(noisy_slice, trusted):
+    """The other captions of an image vote in every purification and in the final split."""
+    pairs, clean = noisy_slice
+    paper = get_method("mscn")(seed=0, device="cpu", **SMALL, agreement=0.0).fit(pairs, trusted).score()
+    ours = _fit(pairs, trusted)
+    gain = detection_metrics(ours.p_clean, clean)["auroc"] - detection_metrics(paper.p_clean, clean)["auroc"]
+    assert gain > 0.004, gain
 
 
 def test_a_scorer_saved_with_one_network_before_the_two_still_applies():
