@@ -127,6 +127,20 @@ def test_a_fitted_split_splits_its_fit_corpus_as_split_does_and_round_trips(weig
         assert np.array_equal(split.posterior(cleanness, agreement), posterior)
 
 
+def test_refit_splits_again_from_a_first_split_fitted_another_way():
+    texts, image_index, rng = caption_sets(100, 5)
+    noisy_texts, clean = shuffled(texts, 0.4, rng)
+    cleanness = noisy_evidence(clean, rng)
+    agreement = CaptionAgreement(noisy_texts, image_index)
+    first_posterior, first = gaussian_split(cleanness)
+    posterior, fitted = agreement.refit(cleanness, first_posterior, first, gaussian_split, 1.0)
+    # From the same first split it is fit_split's second half, and the kept split reproduces it.
+    assert np.array_equal(posterior, agreement.fit_split(cleanness, gaussian_split, 1.0)[0])
+    assert fitted.first is first and np.array_equal(fitted.posterior(cleanness, agreement), posterior)
+    assert detection_metrics(posterior, clean)["auroc"] > detection_metrics(first_posterior, clean)["auroc"]
+    assert agreement.refit(cleanness, first_posterior, first, gaussian_split, 0.0)[1].second is None
+
+
 def test_a_fitted_split_scores_new_pairs_by_their_own_image_group_only():
     texts, image_index, rng = caption_sets(200, 5)
     noisy_texts, clean = shuffled(texts, 0.4, rng)
