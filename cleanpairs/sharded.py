@@ -99,6 +99,9 @@ class ShardedRun:
     warnings: list[str] = field(default_factory=list)
     rematch: dict[str, Any] | None = None
     """The rematch across shards' settings and counts, where it ran."""
+    alignment: dict[str, Any] | None = None
+    """Where a sample fit weighed the corpus alignment: ``aligned``, the pairs its moments were
+    gathered over (``on_pairs``) and, for ``align=auto``, the ``image_share`` it decided on."""
 
 
 def output_names(shards: list[Path]) -> list[str]:
@@ -777,7 +780,17 @@ def score_shards(
         timings=timings,
         warnings=record["warnings"],
         rematch=record.get("rematch_info"),
+        alignment=_alignment_of(record),
     )
+
+
+def _alignment_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """What the run file says of a sample fit's corpus alignment (``None``: none was weighed)."""
+    on_pairs = record.get("aligned_on_pairs")
+    if on_pairs is None:
+        return None
+    decision = (record.get("fit_info") or {}).get("align", {"aligned": True})
+    return {**decision, "on_pairs": int(on_pairs)}
 
 
 def _count_all(shards: list[Path], *, skip: bool) -> tuple[list[int], list[dict[str, str]]]:

@@ -220,9 +220,20 @@ def _default_folder(source: str) -> Path:
     return path.parent / f"{path.name}.scores"
 
 
+def _alignment_note(alignment: dict | None) -> str:
+    if alignment is None:
+        return ""
+    if alignment["aligned"]:
+        return f" in the corpus alignment of all {alignment['on_pairs']} pairs"
+    return (
+        f" unaligned: the noise looks shared by whole images (image share {alignment['image_share']:.2f}; "
+        "--param align=cca aligns anyway)"
+    )
+
+
 def _report_shards(run: ShardedRun) -> None:
     verb = "fitted on" if run.fitted else "reused the scorer fitted on"
-    fit = f"{verb} {run.fit_pairs} pairs; " if run.fit_pairs else ""
+    fit = f"{verb} {run.fit_pairs} pairs{_alignment_note(run.alignment)}; " if run.fit_pairs else ""
     typer.echo(
         f"scored {run.scored_rows} of {run.rows} rows in {run.shards} shards with {run.method} "
         f"-> {run.output} "

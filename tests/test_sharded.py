@@ -230,7 +230,7 @@ def test_kill_9_mid_run_then_the_same_command_gives_the_uninterrupted_output(tmp
     resumed = _cli(*args, "-o", tmp_path / "out", cwd=tmp_path)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     report = resumed.stdout.read()
-    assert "reused the scorer fitted on 300 pairs" in report, report
+    assert "reused the scorer fitted on 300 pairs in the corpus alignment of all 1080 pairs" in report, report
     assert files(tmp_path / "out") == files(tmp_path / "reference")
     assert not [p for p in (tmp_path / "out").iterdir() if "tmp" in p.name]
 
@@ -427,10 +427,13 @@ def test_an_aligned_sample_fit_takes_its_alignment_from_every_pair_of_every_shar
 def test_align_auto_gathers_the_corpus_moments_and_records_its_choice(tmp_path):
     shards = noisy_shards(tmp_path / "in", images=40)
     auto = {"method": "similarity", "fit_pairs": 200, "params": {"align": "auto"}}
-    score_shards(shards, tmp_path / "out", **auto, **OPTIONS)
+    run = score_shards(shards, tmp_path / "out", **auto, **OPTIONS)
     record = json.loads((tmp_path / "out" / RUN_FILE).read_text())
     assert record["aligned_on_pairs"] == 480
     assert record["fit_info"]["align"]["aligned"] is True  # a third of single captions shuffled
+    assert run.alignment == {**record["fit_info"]["align"], "on_pairs": 480}
+    whole = score_shards(shards, tmp_path / "whole", **{**auto, "fit_pairs": 10_000}, **OPTIONS)
+    assert whole.alignment is None
 
 
 def test_a_run_folder_from_before_align_existed_resumes_as_unaligned(tmp_path):

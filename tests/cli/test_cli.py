@@ -224,3 +224,14 @@ def test_mscn_without_a_trusted_set_or_with_unknown_keys_is_one_line_and_exit_2(
     assert result.exit_code == 2 and "no-such-key" in result.stderr and not out.exists()
     result = invoke("score", small_flickr, "-o", out, "--meta-keys", keys, "--method", "ncr")
     assert result.exit_code == 2 and "ncr does not learn from a trusted set" in result.stderr
+
+
+def test_a_sample_fit_says_whether_it_trained_in_the_corpus_alignment():
+    from cleanpairs.cli.main import _alignment_note
+
+    assert _alignment_note(None) == ""
+    assert _alignment_note({"aligned": True, "image_share": 0.1, "on_pairs": 600}) == (
+        " in the corpus alignment of all 600 pairs"
+    )
+    unaligned = _alignment_note({"aligned": False, "image_share": 0.7512, "on_pairs": 600})
+    assert "unaligned" in unaligned and "0.75" in unaligned and "align=cca" in unaligned
