@@ -6,8 +6,10 @@ other again by optimal transport, and the transport plan becomes their training 
 1. *Warm-up* on all pairs with a robust InfoNCE (:func:`robust_info_nce`: cross-entropy plus
    reverse cross-entropy, which a wrong positive cannot pull far).
 2. *Split*, every epoch: each pair's loss, min-max scaled, under a two-component beta
-   mixture; the low-loss component is the clean one (:func:`clean_posterior`,
-   :func:`split_clean`).
+   mixture; the low-loss component is the clean one (:func:`fit_clean_posterior`,
+   :func:`split_clean`). Not in the paper: with ``agreement`` (default 1) the mixture runs
+   again with each caption's agreement with its image's other captions added
+   (:mod:`cleanpairs.core.agreement`, as for ``ncr``; ``agreement=0`` is the paper's split).
 3. Every step trains a batch of clean pairs with the usual matching loss and a batch of noisy
    pairs with *rematch targets*:
 
@@ -43,10 +45,10 @@ import numpy as np
 import torch
 
 from cleanpairs.contract import Heads
-from cleanpairs.core.agreement import AgreementSplit
+from cleanpairs.core.agreement import AgreementSplit, CaptionAgreement
 from cleanpairs.core.heads import TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, matching_probabilities
-from cleanpairs.core.mixture import PosteriorMap, bmm_clean_posterior, fit_bmm_split
+from cleanpairs.core.mixture import PosteriorMap, fit_bmm_split
 from cleanpairs.core.reference import (
     NegativeSample,
     cosine_statistic,
@@ -90,15 +92,18 @@ def per_pair_hinge(batch: Batch, margin: float) -> torch.Tensor:
     return hinge_triplet(batch.scores, margin, hardest=False, same_image=batch.same_image)
 
 
-def clean_posterior(losses: np.ndarray) -> np.ndarray:
-    """The split: posterior of the low-loss component of a 2-component beta mixture over
-    min-max scaled losses (10 EM iterations, as the official ``BMM_pred``)."""
-    return bmm_clean_posterior(losses, higher_is_clean=False, max_iter=10)
-
-
 def fit_clean_posterior(losses: np.ndarray) -> tuple[np.ndarray, PosteriorMap]:
-    """:func:`clean_posterior` and its fitted map (of the losses)."""
+    """The split: posterior of the low-loss component of a 2-component beta mixture over
+    min-max scaled losses (10 EM iterations, as the official ``BMM_pred``), and its fitted
+    map (of the losses)."""
     return fit_bmm_split(losses, higher_is_clean=False, max_iter=10)
+
+
+def fit_cleanness_split(cleanness: np.ndarray) -> tuple[np.ndarray, PosteriorMap]:
+    """:func:`fit_clean_posterior` of the losses ``-cleanness``, its map turned into one of
+    ``cleanness`` (higher is cleaner), the orientation caption agreement combines."""
+    posterior, mapping = fit_clean_posterior(-cleanness)
+    return posterior, mapping.negated()
 
 
 def split_clean(posterior: np.ndarray, threshold: float) -> np.ndarray:
@@ -250,6 +255,7 @@ class L2RMScorer(PairScorer):
         rng = np.random.default_rng(self.seed)
         steps = n // min(config.batch_size, n)
         moved: list[float] = []
+        agreement = CaptionAgreement(pairs.texts, pairs.image_index)
         with progress_bar(steps * (warmup + epochs), self.name) as bar:
             model = HeadTrainer(pairs, config, seed=self.seed, device=self.device, progress=bar)
             temperature = params["temperature"]
@@ -260,7 +266,7 @@ class L2RMScorer(PairScorer):
                 )
                 self.epoch_done(epoch, model.heads)
             for epoch in range(epochs):
-                posterior = self._split(model, params)
+                posterior = self._fit_split(model, params, agreement)[0]
                 state.update(p_clean=posterior)
                 clean = split_clean(posterior, params["p_threshold"])
                 noisy = np.flatnonzero(~clean)
@@ -270,11 +276,12 @@ class L2RMScorer(PairScorer):
                     loss, np.flatnonzero(clean), lr=lr_at(warmup + epoch, config.lr, params["lr_step"])
                 )
                 self.epoch_done(warmup + epoch, model.heads)
-            p_clean, mapping = fit_clean_posterior(self._losses(model, params))
+            p_clean, split = self._fit_split(model, params, agreement)
         self.state_ = FittedState(
             {"image": model.image_head, "text": model.text_head},
-            {"p_clean": AgreementSplit.plain(mapping)},
+            {"p_clean": split},
             NegativeSample.draw(pairs, seed=self.seed),
+            scalars={"split_of": "cleanness"},
         )
         soft_label = p_clean.copy()
         state.update(p_clean=p_clean)
@@ -303,8 +310,13 @@ class L2RMScorer(PairScorer):
         return model.corpus_loss(params["temperature"])
 
     @staticmethod
-    def _split(model: HeadTrainer, params: dict[str, Any]) -> np.ndarray:
-        return clean_posterior(L2RMScorer._losses(model, params))
+    def _fit_split(
+        model: HeadTrainer, params: dict[str, Any], agreement: CaptionAgreement
+    ) -> tuple[np.ndarray, AgreementSplit]:
+        """The split of the corpus under the model as it stands, and the fitted split (a
+        function of ``-loss``)."""
+        losses = L2RMScorer._losses(model, params)
+        return agreement.fit_split(-losses, fit_cleanness_split, params["agreement"])
 
     def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
         """Each pair's loss against the fit corpus's sample through the last epoch's mixture."""
@@ -317,7 +329,12 @@ class L2RMScorer(PairScorer):
         fns = {"loss": statistic, "cosine": cosine_statistic}
         measured = reference_statistics(*heads, pairs, state.reference, fns, device=self.device_)
         losses, similarity = measured["loss"], measured["cosine"]
-        p_clean = state.splits["p_clean"].posterior(losses)
+        # A scorer saved before the agreement split kept a map of the loss itself.
+        if state.scalars.get("split_of") == "cleanness":
+            agreement = CaptionAgreement(pairs.texts, pairs.image_index)
+            p_clean = state.splits["p_clean"].posterior(-losses, agreement)
+        else:
+            p_clean = state.splits["p_clean"].posterior(losses)
         return PairScores.without_rematch(p_clean, p_clean, similarity)
 
     def _heads(self) -> Heads:

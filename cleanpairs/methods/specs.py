@@ -121,6 +121,7 @@ L2RM = MethodSpec(
             high=1,
             low_open=True,
         ),
+        "agreement": agreement_param(),
         **head_params(batch_doc="pairs per clean batch and per noisy batch"),
     },
 )
