@@ -24,11 +24,11 @@ from fit_sample import FLICKR
 from fit_size import auroc
 
 from cleanpairs.bench import NoiseCase, inject
+from cleanpairs.core.agreement import image_share
 from cleanpairs.core.alignment import CorpusAlignment, CrossMoments
 from cleanpairs.encoders import embed_corpus
 from cleanpairs.io.tables import read_pairs
 from cleanpairs.methods import get_method
-from cleanpairs.methods.robust import image_share
 
 SAMPLE = 10_000
 

@@ -20,32 +20,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fit_sample import FLICKR
+from fit_sample import noisy_table
 from fit_size import auroc
 
-from cleanpairs.noise import shuffle_captions
 from cleanpairs.sharded import RUN_FILE, score_shards
 
 SHARDS = 4
 
 
-def noisy_slice(n_images: int) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    """The pairs of the first ``n_images`` photos, 40% of captions shuffled; the table, the truth
-    and the photo each caption was written for."""
-    table = pq.read_table(FLICKR / "train.parquet")
-    ids = np.array(table.column("image_id").to_pylist())
-    table = table.filter(pa.array(np.isin(ids, list(dict.fromkeys(ids))[:n_images])))
-    paths = [str(FLICKR / p) for p in table.column("image").to_pylist()]
-    table = table.set_column(table.schema.get_field_index("image"), "image", pa.array(paths))
-    ids = np.array(table.column("image_id").to_pylist())
-    noise = shuffle_captions(ids, 0.4, seed=0)
-    captions = np.array(table.column("caption").to_pylist(), dtype=object)[noise.caption_source]
-    table = table.set_column(table.schema.get_field_index("caption"), "caption", pa.array(captions.tolist()))
-    return table, noise.is_clean, ids[noise.caption_source]
-
-
 def run(n_images: int, fit_pairs: int, method: str, align: str, cache_dir: str | None) -> dict:
-    table, is_clean, written_for = noisy_slice(n_images)
+    table = noisy_table("train", 0.4, seed=0, images=n_images, source=True)
+    is_clean = np.array(table.column("is_clean").to_pylist())
+    written_for = np.array(table.column("caption_image_id").to_pylist())
     key_row = {k: i for i, k in enumerate(table.column("key").to_pylist())}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"

@@ -29,15 +29,26 @@ from cleanpairs.sharded import score_shards
 FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 
 
-def noisy_table(split: str, rate: float, seed: int) -> pa.Table:
-    """A Flickr8k split with ``rate`` of its captions shuffled (``seed``), truth in ``is_clean``."""
+def noisy_table(
+    split: str, rate: float, seed: int, *, images: int | None = None, source: bool = False
+) -> pa.Table:
+    """A Flickr8k split (its first ``images`` photos, or all) with ``rate`` of its captions
+    shuffled (``seed``), truth in ``is_clean`` (and, with ``source``, the photo each caption was
+    written for in ``caption_image_id``)."""
     table = pq.read_table(FLICKR / f"{split}.parquet")
+    if images is not None:
+        ids = np.array(table.column("image_id").to_pylist())
+        table = table.filter(pa.array(np.isin(ids, list(dict.fromkeys(ids))[:images])))
     paths = [str(FLICKR / p) for p in table.column("image").to_pylist()]
     table = table.set_column(table.schema.get_field_index("image"), "image", pa.array(paths))
-    noise = shuffle_captions(np.array(table.column("image_id").to_pylist()), rate, seed=seed)
+    ids = np.array(table.column("image_id").to_pylist())
+    noise = shuffle_captions(ids, rate, seed=seed)
     captions = np.array(table.column("caption").to_pylist(), dtype=object)[noise.caption_source]
     table = table.set_column(table.schema.get_field_index("caption"), "caption", pa.array(captions.tolist()))
-    return table.append_column("is_clean", pa.array(noise.is_clean))
+    table = table.append_column("is_clean", pa.array(noise.is_clean))
+    if source:
+        table = table.append_column("caption_image_id", pa.array(ids[noise.caption_source].tolist()))
+    return table
 
 
 def write_shards(folder: Path, shards: int = 3, rate: float = 0.4) -> Path:

@@ -158,6 +158,19 @@ class CaptionAgreement:
         return _combined(cleanness, agreement, confidence, weight, combination)
 
 
+def of_cleanness(
+    fit_of_losses: Callable[[np.ndarray], tuple[np.ndarray, PosteriorMap]],
+) -> Callable[[np.ndarray], tuple[np.ndarray, PosteriorMap]]:
+    """A method's split of its losses as the split of ``cleanness = -loss`` that
+    :meth:`CaptionAgreement.fit_split` takes: the same posterior, the map turned to ``-loss``."""
+
+    def fit(cleanness: np.ndarray) -> tuple[np.ndarray, PosteriorMap]:
+        posterior, mapping = fit_of_losses(-np.asarray(cleanness))
+        return posterior, mapping.negated()
+
+    return fit
+
+
 Combination = tuple[float, float, float, float]
 """Fisher's slope and midpoint of the method's statistic, then of the relative agreement."""
 

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from cleanpairs.contract import Heads
-from cleanpairs.core.agreement import AgreementSplit, CaptionAgreement
+from cleanpairs.core.agreement import AgreementSplit, CaptionAgreement, of_cleanness
 from cleanpairs.core.heads import TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, matching_probabilities
 from cleanpairs.core.mixture import PosteriorMap, fit_bmm_split
@@ -97,13 +97,6 @@ def fit_clean_posterior(losses: np.ndarray) -> tuple[np.ndarray, PosteriorMap]:
     min-max scaled losses (10 EM iterations, as the official ``BMM_pred``), and its fitted
     map (of the losses)."""
     return fit_bmm_split(losses, higher_is_clean=False, max_iter=10)
-
-
-def fit_cleanness_split(cleanness: np.ndarray) -> tuple[np.ndarray, PosteriorMap]:
-    """:func:`fit_clean_posterior` of the losses ``-cleanness``, its map turned into one of
-    ``cleanness`` (higher is cleaner), the orientation caption agreement combines."""
-    posterior, mapping = fit_clean_posterior(-cleanness)
-    return posterior, mapping.negated()
 
 
 def split_clean(posterior: np.ndarray, threshold: float) -> np.ndarray:
@@ -316,7 +309,7 @@ class L2RMScorer(PairScorer):
         """The split of the corpus under the model as it stands, and the fitted split (a
         function of ``-loss``)."""
         losses = L2RMScorer._losses(model, params)
-        return agreement.fit_split(-losses, fit_cleanness_split, params["agreement"])
+        return agreement.fit_split(-losses, of_cleanness(fit_clean_posterior), params["agreement"])
 
     def _score_pairs(self, pairs: PairEmbeddings) -> PairScores:
         """Each pair's loss against the fit corpus's sample through the last epoch's mixture."""

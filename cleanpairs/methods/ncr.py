@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
 from cleanpairs.contract import Heads
-from cleanpairs.core.agreement import AgreementSplit, CaptionAgreement
+from cleanpairs.core.agreement import AgreementSplit, CaptionAgreement, of_cleanness
 from cleanpairs.core.heads import AveragedHeads, TorchHeads
 from cleanpairs.core.losses import hinge_triplet, info_nce, soft_info_nce
 from cleanpairs.core.mixture import PosteriorMap, fit_gmm_split, gmm_clean_posterior
@@ -206,10 +207,7 @@ class NCRScorer(PairScorer):
         else:
             losses = model.corpus_loss(params["temperature"])
 
-        def fit(cleanness: np.ndarray) -> tuple[np.ndarray, PosteriorMap]:
-            posterior, mapping = fit_clean_posterior(-cleanness, seed=seed)
-            return posterior, mapping.negated()
-
+        fit = of_cleanness(partial(fit_clean_posterior, seed=seed))
         return agreement.fit_split(-losses, fit, params["agreement"])
 
     def _fitted(
